@@ -21,7 +21,13 @@ SPECIAL_TOKENS = {
     "bos_token": "<|im_start|>",
     "unk_token": "<|unk|>",
 }
-EXTRA_SPECIAL_TOKENS = ["<|im_end|>", "<|point_pad|>", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>"]
+EXTRA_SPECIAL_TOKENS = [
+    "<|im_end|>",
+    "<|point_pad|>",
+    "<|image_pad|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+]
 
 
 def train_bpe_tokenizer(

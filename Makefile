@@ -1,0 +1,27 @@
+# The README's two commands are `make repro` and `make test`; both set up first.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export OPEN3D_DISABLE_WEB_VISUALIZER := true
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: setup repro test lint lab bench
+setup:
+	@bash scripts/setup.sh
+
+repro: setup  ## dvc repro on the profile named in params.yaml (default: tiny)
+	dvc repro
+
+test: setup  ## the whole suite on the smoke profile (what CI runs)
+	POINTVL_PROFILE=smoke python -m pytest -n 2 --durations=15
+
+lint: setup
+	ruff check . && ruff format --check .
+
+lab: setup  ## JupyterLab on the project's kernel ("PointVL-3D")
+	jupyter lab --notebook-dir=notebooks
+
+bench: setup
+	for b in benchmarks/bench_*.py; do python $$b || exit 1; done

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One-step set-up on a fresh Debian machine (root or sudo, no GPU needed):
+#   Debian packages (only the missing ones) -> .venv -> pinned CPU torch -> pointvl[all]
+#   -> a Jupyter kernel named "PointVL-3D". Re-running is cheap: a stamp of the pins skips pip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive DS_BUILD_OPS=0 PIP_DISABLE_PIP_VERSION_CHECK=1
+APT_PACKAGES=(libusb-1.0-0 libgomp1)   # open3d needs libusb; torch/open3d use OpenMP
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] apt-get install ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PY="$cand"; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "[setup] error: Python 3.11 not found (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+[ -x .venv/bin/python ] || { echo "[setup] creating .venv with $PY"; "$PY" -m venv .venv; }
+
+stamp=.venv/.pointvl-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing torch==2.13.0 (CPU) and pointvl[all] into .venv"
+  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q -e ".[all]"
+  .venv/bin/python -m ipykernel install --sys-prefix --name pointvl-3d --display-name "PointVL-3D" >/dev/null
+  echo "$want" > "$stamp"
+fi
+.venv/bin/dvc config --local core.analytics false >/dev/null 2>&1 || true
+echo "[setup] ready: $(.venv/bin/python -c 'import torch, pointvl; print("torch", torch.__version__, "| pointvl", pointvl.__version__)')"

@@ -1,0 +1,46 @@
+"""Shared fixtures: a canonical sample, its target text, and a locally trained BPE tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OPEN3D_DISABLE_WEB_VISUALIZER", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("POINTVL_PROFILE", "smoke")
+
+
+def make_sample(seed: int = 0, num_keypoints: int = 16) -> dict:
+    """A random but well-formed continuous ground-truth sample (pixels / object frame)."""
+    rng = np.random.default_rng(seed)
+    lo3 = rng.uniform(-0.45, -0.05, 3)
+    hi3 = rng.uniform(0.05, 0.45, 3)
+    lo2 = rng.uniform(0, 100, 2)
+    hi2 = lo2 + rng.uniform(20, 120, 2)
+    return {
+        "answer": str(rng.choice(["chair", "table", "mug", "lamp"])),
+        "description": "a small object with four legs and a flat top",
+        "bbox2d": np.concatenate([lo2, hi2]),
+        "bbox3d": np.concatenate([lo3, hi3]),
+        "kpts2d": rng.uniform(lo2, hi2, (num_keypoints, 2)),
+        "kpts3d": rng.uniform(lo3, hi3, (num_keypoints, 3)),
+    }
+
+
+@pytest.fixture(scope="session")
+def sample() -> dict:
+    return make_sample(0)
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    """A byte-level BPE trained on target JSONs: it splits numbers irregularly."""
+    from pointvl.model.tokenizer import train_bpe_tokenizer
+    from pointvl.schema import format_target
+
+    texts = [format_target(make_sample(s)) for s in range(200)]
+    texts += ["Here is the answer:", "```json", "Sure, the object is a chair."]
+    return train_bpe_tokenizer(texts, vocab_size=400)
