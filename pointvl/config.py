@@ -100,3 +100,36 @@ class SchemaConfig:
             raise ConfigError(f"schema.quant_bins={self.quant_bins}: expected an integer >= 2")
         if self.num_keypoints < 1:
             raise ConfigError(f"schema.num_keypoints={self.num_keypoints}: expected >= 1")
+
+
+@dataclasses.dataclass
+class CreditDemoConfig:
+    """Section ``credit_demo``: the per-token advantage figure on one group of completions."""
+
+    seed: int = 0
+    """Seeds the ground truth, the noisy completions and the tokenizer corpus."""
+    lam: float = 0.15
+    """Eq. (14) RPC mixing weight λ for the GRCA+RPC panel, in [0, 1]."""
+    background: str = "seq"
+    """Eq. (10b) background advantage: "seq" (standardized sequence reward) or "zero"."""
+    vocab_size: int = 400
+    """Size of the byte-level BPE trained for the demo (small, so numbers split irregularly)."""
+    tokenizer_corpus: int = 200
+    """Number of random target JSONs the demo tokenizer is trained on."""
+    out_dir: str = "results/credit_demo"
+    """Where the HTML, PNG and completions go."""
+    metrics: str = "results/metrics/credit_demo.json"
+    """The stage's metrics file (read by ``dvc metrics show``)."""
+
+    def validate(self) -> None:
+        if not 0.0 <= self.lam <= 1.0:
+            raise ConfigError(f"credit_demo.lam={self.lam}: expected a number in [0, 1]")
+        if self.background not in ("seq", "zero"):
+            raise ConfigError(
+                f"credit_demo.background={self.background!r}: expected 'seq' or 'zero'"
+            )
+        if self.vocab_size < 300:
+            raise ConfigError(
+                f"credit_demo.vocab_size={self.vocab_size}: expected >= 300 "
+                "(256 byte symbols + special tokens + merges)"
+            )

@@ -45,6 +45,24 @@ def _span_array(char_spans: Mapping[str, Span | None], fields: Sequence[str]) ->
     return arr
 
 
+def _assign(off: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Core of the straddling rule on arrays: off (..., T, 2), spans (..., F, 2) -> (..., T)."""
+    # overlap[..., t, k] = |[s_t, e_t) ∩ [S_k, E_k)|
+    lo = np.maximum(off[..., :, None, 0], spans[..., None, :, 0])  # (..., T, F)
+    hi = np.minimum(off[..., :, None, 1], spans[..., None, :, 1])  # (..., T, F)
+    overlap = np.clip(hi - lo, 0, None)  # (..., T, F)
+    length = np.clip(off[..., 1] - off[..., 0], 0, None)  # (..., T)
+    background = length - overlap.sum(axis=-1)  # (..., T)
+    best_overlap = overlap.max(axis=-1)  # (..., T)
+    # among tied fields, the earliest in the text (fields are disjoint: compare span starts)
+    tied = (overlap == best_overlap[..., None]) & (best_overlap[..., None] > 0)  # (..., T, F)
+    starts = np.where(tied, spans[..., None, :, 0], np.iinfo(np.int64).max)  # (..., T, F)
+    best = starts.argmin(axis=-1)  # (..., T)
+    # t goes to field best+1 iff that field holds >= as many of t's characters as background
+    take = (best_overlap > 0) & (best_overlap >= background)  # (..., T)
+    return np.where(take, best + 1, 0).astype(np.int64)  # (..., T)
+
+
 def field_token_ids(
     char_spans: Mapping[str, Span | None],
     offsets: Sequence[Span] | np.ndarray,
@@ -57,25 +75,7 @@ def field_token_ids(
     token's (start, end) in the same text. See the module docstring for the straddling rule.
     """
     off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # (T, 2)
-    spans = _span_array(char_spans, fields)  # (F, 2)
-    if off.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    # overlap[t, k] = |[s_t, e_t) ∩ [S_k, E_k)|
-    lo = np.maximum(off[:, None, 0], spans[None, :, 0])  # (T, F)
-    hi = np.minimum(off[:, None, 1], spans[None, :, 1])  # (T, F)
-    overlap = np.clip(hi - lo, 0, None)  # (T, F)
-    length = np.clip(off[:, 1] - off[:, 0], 0, None)  # (T,)
-    background = length - overlap.sum(axis=1)  # (T,)
-    best = overlap.argmax(axis=1)  # (T,)  first max = earliest field in order
-    best_overlap = overlap[np.arange(len(off)), best]  # (T,)
-    # earliest-in-text among tied fields: fields are disjoint, so compare span starts
-    if len(fields) > 1:
-        tied = overlap == best_overlap[:, None]  # (T, F)
-        starts = np.where(tied, spans[None, :, 0], np.iinfo(np.int64).max)  # (T, F)
-        best = np.where(best_overlap > 0, starts.argmin(axis=1), best)  # (T,)
-    # t goes to field best+1 iff it holds >= as many of t's characters as the background
-    take = (best_overlap > 0) & (best_overlap >= background)  # (T,)
-    return np.where(take, best + 1, 0).astype(np.int64)  # (T,)
+    return _assign(off, _span_array(char_spans, fields))  # (T,)
 
 
 def field_token_ids_naive(
@@ -126,32 +126,59 @@ def offsets_from_cumulative_decode(
     return out
 
 
+class TokenLengths:
+    """Per-vocabulary-entry character lengths, so that offsets are a cumulative sum.
+
+    For a byte-level BPE (ours and Qwen's), ``decode(ids) == "".join(decode([i]) for i in ids)``
+    whenever every token decodes on its own to complete characters; then token t covers
+    ``[cumsum(len)_{t-1}, cumsum(len)_t)``, computed for a whole row in one numpy call. Tokens
+    that hold part of a multi-byte character (their lone decode contains U+FFFD) are marked
+    unclean, and a row containing one -- or whose total length disagrees with its text -- falls
+    back to the cumulative-decode method. Special tokens have length 0 (they are skipped when
+    decoding), so they are background.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        n = len(tokenizer)
+        pieces = tokenizer.batch_decode(
+            [[i] for i in range(n)], skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        self.lengths = np.array([len(p) for p in pieces], dtype=np.int64)  # (V,)
+        self.clean = np.array(["\ufffd" not in p for p in pieces], dtype=bool)  # (V,)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def offsets(self, token_ids: Sequence[int], text: str | None = None) -> np.ndarray:
+        """(T, 2) offsets of one row in its decoded text."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)  # (T,)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self.lengths)):
+            raise ValueError(f"token id outside the vocabulary [0, {len(self.lengths)})")
+        ends = np.cumsum(self.lengths[ids])  # (T,)
+        total = int(ends[-1]) if ids.size else 0
+        if self.clean[ids].all() and (text is None or total == len(text)):
+            return np.stack([ends - self.lengths[ids], ends], axis=1)  # (T, 2)
+        return offsets_from_cumulative_decode(ids.tolist(), self.decode)
+
+
 def token_offsets(token_ids: Sequence[int], tokenizer, text: str | None = None) -> np.ndarray:
     """Character offsets (T, 2) of generated ``token_ids`` in their decoded text.
 
-    Fast path: re-encode the decoded text with ``return_offsets_mapping``; if that reproduces
-    exactly the same ids (the usual case), its offsets are exact. Otherwise -- a generation
-    that is not the tokenizer's canonical segmentation, or a tokenizer without offsets --
-    fall back to the cumulative-decode method.
+    Builds a ``TokenLengths`` table (once per call: keep one around for many rows).
     """
-    ids = [int(i) for i in token_ids]
+    return TokenLengths(tokenizer).offsets(token_ids, text)
 
-    def decode(x: list[int]) -> str:
-        return tokenizer.decode(x, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    if text is None:
-        text = decode(ids)
-    if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        special = set(getattr(tokenizer, "all_special_ids", []))
-        body = [i for i in ids if i not in special]
-        if enc["input_ids"] == body:
-            it = iter(enc["offset_mapping"])
-            end = len(text)
-            return np.asarray(
-                [(end, end) if i in special else next(it) for i in ids], dtype=np.int64
-            ).reshape(-1, 2)
-    return offsets_from_cumulative_decode(ids, decode)
+def batch_token_offsets(
+    token_ids: Sequence[Sequence[int]], table: TokenLengths, texts: Sequence[str] | None = None
+) -> list[np.ndarray]:
+    """``TokenLengths.offsets`` for a batch of rows."""
+    if texts is None:
+        return [table.offsets(row) for row in token_ids]
+    return [table.offsets(row, text) for row, text in zip(token_ids, texts, strict=True)]
 
 
 def batch_field_token_ids(
@@ -160,12 +187,23 @@ def batch_field_token_ids(
     num_tokens: int,
     fields: Sequence[str] = GEOMETRIC_FIELDS,
 ) -> torch.Tensor:
-    """Stack per-completion ids into (B, T) long, right-padded with 0 (background).
+    """Field ids of a batch, (B, T) long, right-padded with 0 (background), in one numpy pass.
 
-    Padding positions are masked out by ``completion_mask`` downstream.
+    Padding positions get the empty offset (0, 0), hence background; they are masked out by
+    ``completion_mask`` downstream. Rows longer than ``num_tokens`` are cut.
     """
-    out = torch.zeros(len(char_spans_list), num_tokens, dtype=torch.long)  # (B, T)
-    for i, (spans, off) in enumerate(zip(char_spans_list, offsets_list, strict=True)):
-        ids = field_token_ids(spans, off[:num_tokens], fields)  # (T_i,)
-        out[i, : len(ids)] = torch.from_numpy(ids)
-    return out
+    B = len(offsets_list)
+    if len(char_spans_list) != B:
+        raise ValueError(
+            f"{len(char_spans_list)} span mappings but {B} offset rows; expected equal"
+        )
+    off = np.zeros((B, num_tokens, 2), dtype=np.int64)  # (B, T, 2)
+    for i, o in enumerate(offsets_list):
+        o = np.asarray(o, dtype=np.int64).reshape(-1, 2)[:num_tokens]
+        off[i, : len(o)] = o
+    spans = (
+        np.stack([_span_array(c, fields) for c in char_spans_list])
+        if B
+        else np.zeros((0, len(fields), 2), dtype=np.int64)
+    )  # (B, F, 2)
+    return torch.from_numpy(_assign(off, spans))  # (B, T)

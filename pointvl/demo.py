@@ -1,0 +1,102 @@
+"""A small, fully specified GRCA example: one object, one camera, one group of completions.
+
+Used by the ``credit_demo`` stage and by the span-routing and reward notebooks to show, on
+real strings and a real tokenizer, what broadcast GRPO, GRCA and GRCA+RPC give each token.
+The completions are written, not sampled from a model (no model is needed to show the
+credit assignment); each one exercises a case of Sec. 3.7::
+
+    0  exact answer                      4  bbox3d written twice (duplicate -> no span, r=0)
+    1  small noise on every field        5  kpts2d malformed (a keypoint lost a number)
+    2  good 3D box, poor 2D box          6  2D box inconsistent with the 3D box (low RPC)
+    3  prose + ``` fence, kpts3d spread  7  truncated mid-kpts2d (kpts3d missing)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pointvl.data.cameras import intrinsics, look_at
+from pointvl.geometry import project_points, reprojected_footprint
+from pointvl.schema import NUM_KEYPOINTS, format_target
+
+CASES: tuple[str, ...] = (
+    "exact",
+    "noisy",
+    "bad_bbox2d",
+    "prose_fenced_spread_kpts3d",
+    "duplicate_bbox3d",
+    "malformed_kpts2d",
+    "rpc_inconsistent",
+    "truncated",
+)
+
+
+def demo_target(seed: int = 0, image_size: int = 224) -> dict:
+    """A continuous ground truth with a camera in which the 2D box is the 3D box's footprint."""
+    rng = np.random.default_rng(seed)
+    lo = rng.uniform(-0.35, -0.15, 3)
+    hi = rng.uniform(0.15, 0.35, 3)
+    bbox3d = np.concatenate([lo, hi])  # (6,)
+    kpts3d = rng.uniform(lo, hi, (NUM_KEYPOINTS, 3))  # (M, 3)
+    K = intrinsics(image_size, image_size, fov_deg=40.0)
+    R, t = look_at(np.array([0.9, 0.8, 1.6]))
+    bbox2d, _ = reprojected_footprint(bbox3d, K, R, t)  # (4,)
+    kpts2d, _ = project_points(kpts3d, K, R, t)  # (M, 2)
+    return {
+        "answer": "chair",
+        "description": "a wooden chair with four legs and a slatted back",
+        "bbox2d": bbox2d,
+        "bbox3d": bbox3d,
+        "kpts2d": kpts2d,
+        "kpts3d": kpts3d,
+        "K": K,
+        "R": R,
+        "t": t,
+    }
+
+
+def _jitter(sample: dict, rng: np.random.Generator, px: float, unit: float) -> dict:
+    out = dict(sample)
+    for name, scale in (("bbox2d", px), ("kpts2d", px), ("bbox3d", unit), ("kpts3d", unit)):
+        out[name] = np.asarray(sample[name]) + rng.normal(0, scale, np.shape(sample[name]))
+    return out
+
+
+def demo_completions(target: dict, quant_bins: int, seed: int = 0) -> list[str]:
+    """One completion per entry of ``CASES``, in that order (deterministic for a seed)."""
+    rng = np.random.default_rng(seed)
+
+    def fmt(sample: dict) -> str:
+        return format_target(sample, quant_bins)
+
+    exact = fmt(target)
+    noisy = fmt(_jitter(target, rng, px=3.0, unit=0.02))
+    bad2d = dict(_jitter(target, rng, px=1.0, unit=0.005))
+    x1, y1, x2, y2 = target["bbox2d"]
+    bad2d["bbox2d"] = np.array([x1 + 0.4 * (x2 - x1), y1, x2 + 20, y2 - 0.3 * (y2 - y1)])
+    spread = dict(target)
+    spread["kpts3d"] = np.clip(target["kpts3d"] * 1.8, -0.5, 0.5)
+    fenced = "Sure. Here is the structured answer:\n```json\n" + fmt(spread) + "\n```"
+    duplicate = exact[:-1] + ', "bbox3d": [10, 10, 10, 20, 20, 20]}'
+    malformed = _drop_number(exact, "kpts2d")
+    incons = dict(target)
+    incons["bbox2d"] = np.array([x1 - 30.0, y1 + 25.0, x2 - 45.0, y2 + 10.0])
+    truncated = exact[: exact.index('"kpts2d"') + 24]  # cut inside the keypoint list
+    return [
+        exact,
+        noisy,
+        fmt(bad2d),
+        fenced,
+        duplicate,
+        malformed,
+        fmt(incons),
+        truncated,
+    ]
+
+
+def _drop_number(text: str, field: str) -> str:
+    """Remove the second number of the field's first keypoint: ``[[u, v], ...`` -> ``[[u, ], ...``."""
+    start = text.index(f'"{field}": [[') + len(f'"{field}": [[')
+    comma = text.index(",", start)
+    close = text.index("]", comma)
+    return text[: comma + 1] + " " + text[close:]
