@@ -1,0 +1,148 @@
+"""Trivial 3D predictors: what a model gets without looking at anything but box statistics.
+
+Every 3D table shows them beside the models, so a reader sees what was learned beyond
+them. Each predictor returns completion *texts* written by ``schema.format_target``, so it
+is scored by exactly the same parser and metric path as a model.
+
+- ``train_mean``:          bbox3d = the training-mean 3D box; kpts3d = the training-mean
+                           keypoint set (per index).
+- ``centroid_mean_size``:  bbox3d = the test cloud's centroid ± half the training-mean box
+                           size; kpts3d = the training-mean keypoint offsets from the box
+                           centre, placed around the centroid. Needs each sample's points.
+- ``box_centre``:          bbox3d = the training-mean box; all M keypoints at its centre.
+                           Keypoint containment (KPA-3D) is near 1.0 because the centre of
+                           the normalized frame lies in almost every box, while PCK is low
+                           and the spread (collapse diagnostic) is 0.
+
+Only the 3D fields are predicted. The other fields are copied from the ground truth:
+``bbox2d`` (so RPC is computed against the GT 2D box, the rule used for the point-only
+baselines), ``kpts2d``, ``answer``, ``description``. Their 2D and language metrics are
+therefore meaningless and must not be reported: ``REPORTED_METRICS`` lists the ones that are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pointvl.schema import DEFAULT_QUANT_BINS, format_target
+
+__all__ = [
+    "PREDICTORS",
+    "REPORTED_METRICS",
+    "box_centre",
+    "centroid_mean_size",
+    "train_mean",
+    "trivial_completions",
+]
+
+REPORTED_METRICS = ("iou3d", "kpa3d", "rpc", "pck3d", "chamfer3d", "spread3d", "parse_fail")
+
+
+def _stack(targets: Sequence[Mapping[str, Any]], key: str, shape: tuple) -> np.ndarray:
+    if not targets:
+        raise ValueError("trivial predictors need at least one training target")
+    arrs = [np.asarray(t[key], dtype=np.float64) for t in targets]
+    for a in arrs:
+        if a.shape[1:] != shape[1:] or a.ndim != len(shape):
+            raise ValueError(f"target[{key!r}]: expected shape {shape}, got {a.shape}")
+    try:
+        return np.stack(arrs)  # (B, ...)
+    except ValueError as err:
+        raise ValueError(f"target[{key!r}] differ in shape across samples") from err
+
+
+def _write(
+    box3d: np.ndarray, kpts3d: np.ndarray, target: Mapping[str, Any], quant_bins: int
+) -> str:
+    """A completion with the predicted 3D fields and every other field copied from GT."""
+    sample = {
+        "answer": str(target["answer"]),
+        "description": str(target["description"]),
+        "bbox2d": target["bbox2d"],
+        "kpts2d": target["kpts2d"],
+        "bbox3d": box3d,
+        "kpts3d": kpts3d,
+    }
+    return format_target(sample, quant_bins)
+
+
+def _mean_box_and_offsets(train: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    boxes = _stack(train, "bbox3d", (6,))  # (B, 6)
+    kpts = _stack(train, "kpts3d", ("M", 3))  # (B, M, 3)
+    centres = 0.5 * (boxes[:, :3] + boxes[:, 3:])  # (B, 3)
+    offsets = (kpts - centres[:, None, :]).mean(0)  # (M, 3)
+    return boxes.mean(0), offsets
+
+
+def train_mean(
+    train: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+    quant_bins: int = DEFAULT_QUANT_BINS,
+    points: Sequence[Any] | None = None,
+) -> list[str]:
+    """The training-mean 3D box and the training-mean keypoint set, for every test sample."""
+    box = _stack(train, "bbox3d", (6,)).mean(0)  # (6,)
+    kpts = _stack(train, "kpts3d", ("M", 3)).mean(0)  # (M, 3)
+    return [_write(box, kpts, t, quant_bins) for t in test]
+
+
+def centroid_mean_size(
+    train: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+    quant_bins: int = DEFAULT_QUANT_BINS,
+    points: Sequence[Any] | None = None,
+) -> list[str]:
+    """A box of the training-mean size centred on each test cloud's centroid.
+
+    ``points[i]`` is sample i's point cloud (N, 3) in the object frame (the XYZ columns of
+    the model's input). Keypoints: the training-mean offsets from the box centre.
+    """
+    if points is None or len(points) != len(test):
+        raise ValueError("centroid_mean_size: pass points, one (N, 3) cloud per test sample")
+    mean_box, offsets = _mean_box_and_offsets(train)  # (6,), (M, 3)
+    half = 0.5 * (mean_box[3:] - mean_box[:3])  # (3,)
+    out = []
+    for t, cloud in zip(test, points):
+        xyz = np.asarray(cloud, dtype=np.float64)
+        if xyz.ndim != 2 or xyz.shape[1] < 3 or xyz.shape[0] == 0:
+            raise ValueError(f"centroid_mean_size: a cloud must be (N, 3), got {xyz.shape}")
+        c = xyz[:, :3].mean(0)  # (3,)
+        out.append(_write(np.concatenate([c - half, c + half]), c + offsets, t, quant_bins))
+    return out
+
+
+def box_centre(
+    train: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+    quant_bins: int = DEFAULT_QUANT_BINS,
+    points: Sequence[Any] | None = None,
+) -> list[str]:
+    """The training-mean box with all M keypoints at its centre (the collapse probe)."""
+    box = _stack(train, "bbox3d", (6,)).mean(0)  # (6,)
+    m = _stack(train, "kpts3d", ("M", 3)).shape[1]
+    kpts = np.repeat((0.5 * (box[:3] + box[3:]))[None], m, axis=0)  # (M, 3)
+    return [_write(box, kpts, t, quant_bins) for t in test]
+
+
+PREDICTORS: dict[str, Callable[..., list[str]]] = {
+    "trivial: train-mean box": train_mean,
+    "trivial: centroid + mean size": centroid_mean_size,
+    "trivial: keypoints at box centre": box_centre,
+}
+
+
+def trivial_completions(
+    train: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+    quant_bins: int = DEFAULT_QUANT_BINS,
+    points: Sequence[Any] | None = None,
+) -> dict[str, list[str]]:
+    """All trivial predictors -> {row label: completion texts}; centroid one only with points."""
+    return {
+        name: fn(train, test, quant_bins, points)
+        for name, fn in PREDICTORS.items()
+        if points is not None or fn is not centroid_mean_size
+    }

@@ -1,0 +1,57 @@
+"""Trivial predictors: parsable text through the same metric path; the collapse probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_eval_metrics import Q, make_target
+
+from pointvl.eval.metrics import per_sample_metrics
+from pointvl.eval.trivial import box_centre, centroid_mean_size, train_mean, trivial_completions
+from pointvl.schema import dequantize_3d, parse_output
+
+
+@pytest.fixture(scope="module")
+def split():
+    train = [make_target(s) for s in range(20)]
+    test = [make_target(s) for s in range(100, 110)]
+    rng = np.random.default_rng(0)
+    points = [rng.uniform(t["bbox3d"][:3], t["bbox3d"][3:], (256, 3)) for t in test]
+    return train, test, points
+
+
+def test_all_predictors_write_parsable_text(split):
+    train, test, points = split
+    out = trivial_completions(train, test, Q, points)
+    assert len(out) == 3
+    for name, texts in out.items():
+        assert len(texts) == len(test), name
+        assert all(parse_output(t).ok for t in texts), name
+        per = per_sample_metrics(texts, test, Q)
+        assert per["parse_fail"].sum() == 0, name
+    assert len(trivial_completions(train, test, Q)) == 2  # the centroid one needs points
+
+
+def test_train_mean_box_is_the_training_mean(split):
+    train, test, _ = split
+    text = train_mean(train, test[:1], Q)[0]
+    box = dequantize_3d(parse_output(text).values["bbox3d"], Q)
+    mean = np.mean([t["bbox3d"] for t in train], axis=0)
+    np.testing.assert_allclose(box, mean, atol=0.5 / Q + 1e-12)
+
+
+def test_centroid_box_follows_the_cloud(split):
+    train, test, points = split
+    shifted = [p + 0.05 for p in points]
+    a = parse_output(centroid_mean_size(train, test[:1], Q, points[:1])[0]).values["bbox3d"]
+    b = parse_output(centroid_mean_size(train, test[:1], Q, shifted[:1])[0]).values["bbox3d"]
+    np.testing.assert_allclose(b - a, 5, atol=1)  # 0.05 of the unit cube = 5 bins
+    with pytest.raises(ValueError, match="points"):
+        centroid_mean_size(train, test, Q)
+
+
+def test_box_centre_games_containment_but_not_pck(split):
+    train, test, _ = split
+    per = per_sample_metrics(box_centre(train, test, Q), test, Q)
+    assert per["kpa3d"].mean() == 1.0  # every GT box here contains the origin
+    assert np.nanmax(per["spread3d"]) == 0.0 and per["pck3d"].mean() < 0.5
