@@ -1,0 +1,475 @@
+"""Build the benchmark (Sec. 4.1): meshes -> points -> camera -> render -> labels -> Parquet.
+
+    shapes | shapenet -> sampling -> cameras -> render -> annotate -> data/<profile>/
+
+Output layout (open without our code: pyarrow / pandas / ``datasets.load_dataset("parquet")``)::
+
+    data/<profile>/manifest.json                 counts, category histograms, content hash,
+                                                 config, column notes, skipped meshes per reason
+    data/<profile>/<split>/shard-00000.parquet   one row per object instance (``COLUMNS``)
+
+Every instance has its own seed (``SeedSequence([seed, split, index])``); workers share
+nothing, so the same config gives byte-identical shards whatever the number of workers, and
+``content_hash`` (sha256 over the shards) is the same. The build writes into a temp folder
+next to the output and renames it on success: an interrupted build never leaves a folder
+that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPEN3D_DISABLE_WEB_VISUALIZER", "true")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pointvl.config import ConfigError  # noqa: E402
+from pointvl.data import annotate, shapenet, shapes  # noqa: E402
+from pointvl.data.cameras import sample_camera  # noqa: E402
+from pointvl.data.render import RENDERERS, Material, identity_appearance  # noqa: E402
+from pointvl.data.sampling import farthest_point_sampling, sample_points  # noqa: E402
+from pointvl.geometry import iou_2d, reprojected_footprint  # noqa: E402
+from pointvl.schema import format_target  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+SOURCES = ("procedural", "shapenet")
+DEPTH_SCALE = 10000.0
+"""depth_png stores round(z_depth * DEPTH_SCALE) as uint16 (0.1 mm units, 0 = background)."""
+
+
+@dataclass
+class BuildDatasetConfig:
+    """Section ``build_dataset`` of params.yaml: what the benchmark builder makes."""
+
+    source: str = "procedural"
+    """Mesh source: "procedural" (our parametric families) or "shapenet" (ShapeNetCore v2)."""
+    shapenet_root: str = "data/ShapeNetCore.v2"
+    """Root of a local ShapeNetCore v2 copy (taxonomy.json, <synset>/<model>/...); shapenet only."""
+    categories: list[str] = field(default_factory=list)
+    """Categories to keep (empty: all; procedural: of ``shapes.CATEGORIES``; shapenet: names)."""
+    train_count: int = 4000
+    """Instances in the train split (shapenet: at most this many models)."""
+    test_count: int = 400
+    """Instances in the test split (the paper: 11,347 train / 1,000 test)."""
+    num_points: int = 1024
+    """N: Poisson-disk samples per cloud (paper profile: 8192)."""
+    poisson_init_factor: int = 5
+    """Open3D sample_points_poisson_disk init_factor (the paper's 5)."""
+    normal_knn: int = 30
+    """k of the KNN normal estimation."""
+    num_keypoints: int = 16
+    """M: keypoints by farthest point sampling (the paper's 16)."""
+    image_size: int = 112
+    """Square image side in pixels (paper profile: 448)."""
+    fov_deg: float = 40.0
+    """Horizontal field of view of the pinhole camera."""
+    elevation_min_deg: float = 10.0
+    """Lowest camera elevation above the ground plane."""
+    elevation_max_deg: float = 45.0
+    """Highest camera elevation."""
+    renderer: str = "raycast"
+    """Renderer name in ``render.RENDERERS``."""
+    store_depth: bool = True
+    """Also store the z-depth map (uint16 PNG, ``DEPTH_SCALE`` units per unit)."""
+    seed: int = 0
+    """Base seed: instance i of split s uses SeedSequence([seed, s, i])."""
+    workers: int = 2
+    """Processes (1 = in-process, no pool)."""
+    shard_size: int = 500
+    """Rows per Parquet shard."""
+    out_dir: str = "data/tiny"
+    """Output folder (DVC out); the CLI's --out overrides it."""
+    metrics: str = "results/metrics/build_dataset.json"
+    """Stage metrics JSON: counts, skipped meshes per reason, timing."""
+    figures_dir: str = "results/figures"
+    """Where the stage writes dataset_reprojection.html and dataset_gallery.png."""
+    figure_samples: int = 8
+    """Test samples shown in those figures (0: no figures)."""
+
+    def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"build_dataset.source={self.source!r}: expected one of {SOURCES}")
+        if self.source == "procedural":
+            bad = [c for c in self.categories if c not in shapes.CATEGORIES]
+            if bad:
+                raise ConfigError(
+                    f"build_dataset.categories: unknown {bad}; accepted: {list(shapes.CATEGORIES)}"
+                )
+            if 0 < len(self.categories) < 4:
+                raise ConfigError(
+                    "build_dataset.categories: need >= 4 categories (multiple-choice questions)"
+                )
+        for name in ("train_count", "test_count", "figure_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"build_dataset.{name}={getattr(self, name)}: expected >= 0")
+        for name in ("num_points", "poisson_init_factor", "normal_knn", "workers", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"build_dataset.{name}={getattr(self, name)}: expected >= 1")
+        if not 1 <= self.num_keypoints <= self.num_points:
+            raise ConfigError(
+                f"build_dataset.num_keypoints={self.num_keypoints}: expected 1..num_points"
+            )
+        if self.image_size < 16:
+            raise ConfigError(f"build_dataset.image_size={self.image_size}: expected >= 16")
+        if not 1.0 < self.fov_deg < 170.0:
+            raise ConfigError(f"build_dataset.fov_deg={self.fov_deg}: expected in (1, 170)")
+        if not -89.0 <= self.elevation_min_deg <= self.elevation_max_deg <= 89.0:
+            raise ConfigError(
+                "build_dataset.elevation_min_deg / elevation_max_deg: expected "
+                "-89 <= min <= max <= 89"
+            )
+        if self.renderer not in RENDERERS:
+            raise ConfigError(
+                f"build_dataset.renderer={self.renderer!r}: expected one of {list(RENDERERS)}"
+            )
+
+    def category_list(self) -> list[str]:
+        return list(self.categories) if self.categories else list(shapes.CATEGORIES)
+
+
+# ----------------------------------------------------------------------------- one instance
+@dataclass(frozen=True)
+class InstanceSpec:
+    split: str
+    index: int
+    category: str
+    seed: int
+    model: shapenet.ShapeNetModel | None = None
+
+
+def instance_seed(base: int, split: str, index: int) -> int:
+    ss = np.random.SeedSequence([base, SPLITS.index(split), index])
+    return int(ss.generate_state(1, np.uint32)[0])
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def make_instance(
+    spec: InstanceSpec,
+    cfg: BuildDatasetConfig,
+    quant_bins: int,
+    option_pool: list[str] | None = None,
+) -> dict[str, Any]:
+    """Everything about one object: a row of the dataset (continuous geometry + targets).
+
+    ``option_pool``: categories the multiple-choice question draws distractors from
+    (default: ``cfg.category_list()``).
+    """
+    rng = np.random.default_rng(spec.seed)
+    if spec.model is None:
+        raw = shapes.FAMILIES[spec.category](rng)
+        mesh, centre, scale = shapes.normalize(raw)
+        uid = f"{spec.split}-{spec.index:06d}"
+    else:
+        mesh, centre, scale = shapenet.load_mesh(spec.model)  # raises MeshSkip
+        uid = f"{spec.model.synset}/{spec.model.model_id}"
+    points = sample_points(mesh, cfg.num_points, spec.seed, cfg.poisson_init_factor, cfg.normal_knn)
+    camera = sample_camera(
+        spec.category, rng, cfg.image_size, cfg.fov_deg,
+        (cfg.elevation_min_deg, cfg.elevation_max_deg),
+    )  # fmt: skip
+    out = RENDERERS[cfg.renderer]().render(mesh, camera, Material.for_mesh(mesh, rng))
+    if not out.mask.any():
+        raise shapenet.MeshSkip("degenerate", f"{uid}: empty render")
+    rgb = identity_appearance(out, "")
+    kpt_idx = farthest_point_sampling(points[:, :3], cfg.num_keypoints)
+    geo = annotate.geometry_labels(points, kpt_idx, camera, out.mask)
+    description = annotate.describe(mesh, geo["bbox3d"], camera)
+    pool = option_pool or cfg.category_list()
+    qas = annotate.question_answers(mesh, geo["bbox3d"], camera, rng, pool)
+    targets = [
+        format_target({**geo, "answer": a, "description": description}, quant_bins)
+        for _, _, a in qas
+    ]
+    row = {
+        "uid": uid,
+        "split": spec.split,
+        "index": spec.index,
+        "category": spec.category,
+        "points": points.reshape(-1),
+        "image_png": _png(rgb),
+        "mask_png": _png(out.mask),
+        "depth_png": (
+            _png(np.round(out.depth * DEPTH_SCALE).clip(0, 65535).astype(np.uint16))
+            if cfg.store_depth
+            else b""
+        ),
+        "K": camera.K.reshape(-1),
+        "R": camera.R.reshape(-1),
+        "t": camera.t,
+        "width": camera.width,
+        "height": camera.height,
+        "azimuth_deg": camera.azimuth_deg,
+        "elevation_deg": camera.elevation_deg,
+        "norm_center": np.asarray(centre, np.float64),
+        "norm_scale": float(scale),
+        "bbox2d": geo["bbox2d"],
+        "bbox3d": geo["bbox3d"],
+        "kpts2d": geo["kpts2d"].reshape(-1),
+        "kpts3d": geo["kpts3d"].reshape(-1),
+        "description": description,
+        "qa_types": [q[0] for q in qas],
+        "questions": [q[1] for q in qas],
+        "answers": [q[2] for q in qas],
+        "targets": targets,
+        "parts": list(mesh.part_names),
+        "part_counts": list(mesh.part_counts),
+        "attributes": json.dumps(mesh.attributes, sort_keys=True),
+    }
+    return row
+
+
+def _schema(cfg: BuildDatasetConfig) -> pa.Schema:
+    f64, m = pa.float64(), cfg.num_keypoints
+    return pa.schema(
+        [
+            ("uid", pa.string()),
+            ("split", pa.string()),
+            ("index", pa.int64()),
+            ("category", pa.string()),
+            ("points", pa.list_(pa.float32(), cfg.num_points * 6)),
+            ("image_png", pa.binary()),
+            ("mask_png", pa.binary()),
+            ("depth_png", pa.binary()),
+            ("K", pa.list_(f64, 9)),
+            ("R", pa.list_(f64, 9)),
+            ("t", pa.list_(f64, 3)),
+            ("width", pa.int64()),
+            ("height", pa.int64()),
+            ("azimuth_deg", f64),
+            ("elevation_deg", f64),
+            ("norm_center", pa.list_(f64, 3)),
+            ("norm_scale", f64),
+            ("bbox2d", pa.list_(f64, 4)),
+            ("bbox3d", pa.list_(f64, 6)),
+            ("kpts2d", pa.list_(f64, 2 * m)),
+            ("kpts3d", pa.list_(f64, 3 * m)),
+            ("description", pa.string()),
+            ("qa_types", pa.list_(pa.string())),
+            ("questions", pa.list_(pa.string())),
+            ("answers", pa.list_(pa.string())),
+            ("targets", pa.list_(pa.string())),
+            ("parts", pa.list_(pa.string())),
+            ("part_counts", pa.list_(pa.int64())),
+            ("attributes", pa.string()),
+        ]
+    )
+
+
+COLUMNS_DOC = {
+    "points": "(N, 6) float32 row-major: x, y, z, nx, ny, nz in the normalized object frame",
+    "image_png / mask_png / depth_png": "PNG bytes: RGB uint8, mask 1-bit, z-depth uint16",
+    "K, R, t": "3x3 row-major intrinsics, 3x3 rotation, (3,) translation; X_c = R X + t (OpenCV)",
+    "bbox2d": "[x1, y1, x2, y2] continuous pixels of the mask (pixel (i, j) = [j, j+1]x[i, i+1])",
+    "bbox3d": "[xmin, ymin, zmin, xmax, ymax, zmax] AABB of the cloud, object frame",
+    "kpts2d / kpts3d": "(M, 2) pixels / (M, 3) object frame, row-major flattened",
+    "norm_center / norm_scale": "x_normalized = (x_source - norm_center) * norm_scale",
+    "questions / answers / qa_types / targets": "aligned lists; targets[k] = format_target "
+    "JSON with answer = answers[k]",
+}
+
+
+# ----------------------------------------------------------------------------- the build
+def plan_instances(cfg: BuildDatasetConfig) -> tuple[list[InstanceSpec], list[str]]:
+    """All instance specs in output order, and the category pool of the questions."""
+    specs: list[InstanceSpec] = []
+    counts = {"train": cfg.train_count, "test": cfg.test_count}
+    if cfg.source == "procedural":
+        cats = cfg.category_list()
+        for split in SPLITS:
+            for i in range(counts[split]):
+                specs.append(
+                    InstanceSpec(split, i, cats[i % len(cats)], instance_seed(cfg.seed, split, i))
+                )
+        return specs, cats
+    models = shapenet.list_models(cfg.shapenet_root)
+    if cfg.categories:
+        models = [m for m in models if m.category in set(cfg.categories)]
+    order = np.random.default_rng(cfg.seed).permutation(len(models))
+    test = [models[j] for j in order[: cfg.test_count]]
+    train = [models[j] for j in order[cfg.test_count : cfg.test_count + cfg.train_count]]
+    for split, chosen in (("test", test), ("train", train)):
+        for i, m in enumerate(chosen):
+            specs.append(InstanceSpec(split, i, m.category, instance_seed(cfg.seed, split, i), m))
+    specs.sort(key=lambda s: (SPLITS.index(s.split), s.index))
+    return specs, sorted({m.category for m in models})
+
+
+_WORKER_CFG: tuple | None = None
+
+
+def _init_worker(cfg: BuildDatasetConfig, quant_bins: int, pool: list[str]) -> None:
+    global _WORKER_CFG
+    _WORKER_CFG = (cfg, quant_bins, pool)
+
+
+def _run(spec: InstanceSpec) -> tuple[InstanceSpec, dict | None, str | None]:
+    cfg, quant_bins, pool = _WORKER_CFG
+    try:
+        return spec, make_instance(spec, cfg, quant_bins, pool), None
+    except shapenet.MeshSkip as err:
+        return spec, None, err.reason
+    except Exception as err:  # noqa: BLE001 - a broken instance is counted, never fatal
+        return spec, None, f"error:{type(err).__name__}"
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def content_hash(root: str | os.PathLike) -> str:
+    """sha256 over (relative path, sha256) of every shard, sorted by path."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for p in sorted(root.glob("*/shard-*.parquet")):
+        h.update(f"{p.relative_to(root).as_posix()}:{_file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _gt_rpc(row: dict) -> float:
+    box, ok = reprojected_footprint(
+        row["bbox3d"], row["K"].reshape(3, 3), row["R"].reshape(3, 3), row["t"]
+    )
+    return float(iou_2d(box, row["bbox2d"])) if ok else 0.0
+
+
+def build(
+    cfg: BuildDatasetConfig,
+    out_dir: str | os.PathLike,
+    quant_bins: int,
+    profile: str = "",
+    progress: bool = True,
+) -> dict:
+    """Build the dataset into ``out_dir`` (atomically) and return the stage's metrics."""
+    from tqdm import tqdm
+
+    cfg.validate()
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    t0 = time.perf_counter()
+    specs, option_pool = plan_instances(cfg)
+    skipped: Counter = Counter()
+    schema = _schema(cfg)
+    buffers: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    shards: dict[str, list[str]] = {s: [] for s in SPLITS}
+    hist: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    rpc: list[float] = []
+
+    def flush(split: str) -> None:
+        rows = buffers[split]
+        if not rows:
+            return
+        (tmp / split).mkdir(exist_ok=True)
+        name = f"{split}/shard-{len(shards[split]):05d}.parquet"
+        table = pa.Table.from_pylist(rows, schema=schema)
+        pq.write_table(table, tmp / name, compression="zstd", row_group_size=len(rows))
+        shards[split].append(name)
+        buffers[split] = []
+
+    def consume(results) -> None:
+        for spec, row, reason in tqdm(
+            results, total=len(specs), desc="build_dataset", disable=not progress, mininterval=1
+        ):
+            if row is None:
+                log.warning("skipped %s/%d (%s): %s", spec.split, spec.index, spec.category, reason)
+                skipped[reason] += 1
+                continue
+            hist[spec.split][spec.category] += 1
+            rpc.append(_gt_rpc(row))
+            buffers[spec.split].append(row)
+            if len(buffers[spec.split]) >= cfg.shard_size:
+                flush(spec.split)
+
+    try:
+        if cfg.workers == 1:
+            _init_worker(cfg, quant_bins, option_pool)
+            consume(map(_run, specs))
+        else:
+            # spawn (no fork after OpenMP), one OpenMP thread per worker process
+            old = os.environ.get("OMP_NUM_THREADS")
+            os.environ["OMP_NUM_THREADS"] = "1"
+            try:
+                ctx = mp.get_context("spawn")
+                with ctx.Pool(cfg.workers, _init_worker, (cfg, quant_bins, option_pool)) as pool:
+                    consume(pool.imap(_run, specs, chunksize=4))
+            finally:
+                if old is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = old
+        for split in SPLITS:
+            flush(split)
+        manifest = {
+            "name": "pointvl-3d benchmark",
+            "profile": profile,
+            "format": "parquet",
+            "splits": {
+                s: {
+                    "count": sum(hist[s].values()),
+                    "shards": shards[s],
+                    "category_histogram": dict(sorted(hist[s].items())),
+                }
+                for s in SPLITS
+            },
+            "skipped": dict(sorted(skipped.items())),
+            "quant_bins": quant_bins,
+            "points_shape": [cfg.num_points, 6],
+            "num_keypoints": cfg.num_keypoints,
+            "image_size": cfg.image_size,
+            "depth_scale": DEPTH_SCALE,
+            # workers and paths do not change the data: kept out of the manifest (and its bytes)
+            "config": dataclasses.asdict(cfg)
+            | {"workers": None, "out_dir": None, "metrics": None}
+            | {"figures_dir": None, "figure_samples": None},
+            "columns": COLUMNS_DOC,
+            "gt_rpc_mean": round(float(np.mean(rpc)), 6) if rpc else None,
+            "content_hash": content_hash(tmp),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    elapsed = time.perf_counter() - t0
+    done = sum(m["count"] for m in manifest["splits"].values())
+    return {
+        "profile": profile,
+        "instances": done,
+        "train": manifest["splits"]["train"]["count"],
+        "test": manifest["splits"]["test"]["count"],
+        "skipped": manifest["skipped"],
+        "skipped_total": sum(skipped.values()),
+        "seconds": round(elapsed, 3),
+        "instances_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
+        "instances_per_s_per_core": round(done / elapsed / cfg.workers, 3) if elapsed > 0 else None,
+        "workers": cfg.workers,
+        "gt_rpc_mean": manifest["gt_rpc_mean"],
+        "content_hash": manifest["content_hash"],
+    }

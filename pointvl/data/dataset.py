@@ -1,0 +1,176 @@
+"""Torch-ready loader over a built benchmark folder (``data/<profile>/``, see ``build.py``).
+
+    ds = PointVLDataset("data/tiny", "train")          # qa_mode="rotate" by default
+    s = ds[0]
+    s["points"]    # (N, 6) float32 tensor: xyz + normals, normalized object frame
+    s["image"]     # (H, W, 3) uint8 tensor
+    s["K"], s["R"], s["t"]                             # (3, 3), (3, 3), (3,) float64
+    s["question"], s["answer"], s["qa_type"], s["target"]   # str; target = format_target JSON
+    s["bbox2d"] (4,), s["bbox3d"] (6,), s["kpts2d"] (M, 2), s["kpts3d"] (M, 3)   # float64 GT
+
+Each instance has several QA pairs. ``qa_mode`` picks how they become samples:
+``"rotate"`` (one sample per instance, QA number ``crc32(uid) % n_qa``: every type
+appears, the dataset keeps one row per object), ``"all"`` (one sample per instance and QA pair) or
+``"first"`` (the multiple-choice category question only). ``list_texts`` returns every text
+of a folder (questions, answers, descriptions, targets) for tokenizer training.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+QA_MODES = ("rotate", "all", "first")
+_META_COLUMNS = (
+    "uid", "category", "index", "description", "questions", "answers", "qa_types", "targets",
+    "K", "R", "t", "bbox2d", "bbox3d", "kpts2d", "kpts3d", "width", "height",
+    "azimuth_deg", "elevation_deg",
+)  # fmt: skip
+
+
+def rotate_qa(uid: str, n_qa: int) -> int:
+    """QA number of an instance in ``rotate`` mode: crc32(uid) mod n_qa.
+
+    (Not ``index % n_qa``: categories are assigned round-robin, so that would tie each
+    category to a few QA types.)
+    """
+    return zlib.crc32(uid.encode()) % n_qa
+
+
+def read_manifest(root: str | os.PathLike) -> dict:
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root}: no manifest.json (not a built dataset, or unfinished)")
+    return json.loads(path.read_text())
+
+
+def read_split(
+    root: str | os.PathLike, split: str, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The rows of one split as a pyarrow Table (shards concatenated in order)."""
+    manifest = read_manifest(root)
+    if split not in manifest["splits"]:
+        raise ValueError(f"split={split!r}: expected one of {sorted(manifest['splits'])}")
+    shards = manifest["splits"][split]["shards"]
+    if not shards:
+        return pq.read_schema(next(Path(root).glob("*/shard-*.parquet"))).empty_table()
+    tables = [pq.read_table(Path(root) / s, columns=columns) for s in shards]
+    return pa.concat_tables(tables)
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+class PointVLDataset(torch.utils.data.Dataset):
+    """One split of a built benchmark as a map-style torch Dataset (see module docstring)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        qa_mode: str = "rotate",
+        with_mask: bool = False,
+        with_depth: bool = False,
+    ):
+        if qa_mode not in QA_MODES:
+            raise ValueError(f"qa_mode={qa_mode!r}: expected one of {QA_MODES}")
+        self.root, self.split, self.qa_mode = Path(root), split, qa_mode
+        self.with_mask, self.with_depth = with_mask, with_depth
+        self.manifest = read_manifest(root)
+        self.quant_bins = int(self.manifest["quant_bins"])
+        n_pts = self.manifest["points_shape"][0]
+        table = read_split(root, split)
+        self._n = table.num_rows
+        pts = table.column("points").combine_chunks()
+        self._points = pts.flatten().to_numpy().reshape(self._n, n_pts, 6)  # (R, N, 6)
+        self._images = table.column("image_png").to_pylist()
+        self._masks = table.column("mask_png").to_pylist() if with_mask else None
+        self._depths = table.column("depth_png").to_pylist() if with_depth else None
+        self._meta = table.select(list(_META_COLUMNS)).to_pylist()
+        self._index: list[tuple[int, int]] = []  # (row, qa number)
+        for r, meta in enumerate(self._meta):
+            n_qa = len(meta["questions"])
+            if qa_mode == "all":
+                self._index += [(r, k) for k in range(n_qa)]
+            elif qa_mode == "first":
+                self._index.append((r, 0))
+            else:
+                self._index.append((r, rotate_qa(meta["uid"], n_qa)))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def num_instances(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        r, k = self._index[i]
+        meta = self._meta[r]
+        m = len(meta["kpts3d"]) // 3
+        f64 = torch.float64
+        sample = {
+            "uid": meta["uid"],
+            "category": meta["category"],
+            "points": torch.from_numpy(self._points[r].copy()),  # (N, 6)
+            "image": torch.from_numpy(decode_png(self._images[r]).copy()),  # (H, W, 3)
+            "K": torch.tensor(meta["K"], dtype=f64).reshape(3, 3),
+            "R": torch.tensor(meta["R"], dtype=f64).reshape(3, 3),
+            "t": torch.tensor(meta["t"], dtype=f64),
+            "question": meta["questions"][k],
+            "answer": meta["answers"][k],
+            "qa_type": meta["qa_types"][k],
+            "target": meta["targets"][k],
+            "description": meta["description"],
+            "bbox2d": torch.tensor(meta["bbox2d"], dtype=f64),
+            "bbox3d": torch.tensor(meta["bbox3d"], dtype=f64),
+            "kpts2d": torch.tensor(meta["kpts2d"], dtype=f64).reshape(m, 2),
+            "kpts3d": torch.tensor(meta["kpts3d"], dtype=f64).reshape(m, 3),
+            "quant_bins": self.quant_bins,
+        }
+        if self.with_mask:
+            sample["mask"] = torch.from_numpy(decode_png(self._masks[r]).astype(bool))  # (H, W)
+        if self.with_depth:
+            depth = decode_png(self._depths[r]).astype(np.float32)
+            sample["depth"] = torch.from_numpy(depth / float(self.manifest["depth_scale"]))
+        return sample
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors of equal shape, keep everything else as lists."""
+    out: dict[str, Any] = {}
+    for key in batch[0]:
+        vals = [b[key] for b in batch]
+        if isinstance(vals[0], torch.Tensor) and all(v.shape == vals[0].shape for v in vals):
+            out[key] = torch.stack(vals)
+        else:
+            out[key] = vals
+    return out
+
+
+def iter_texts(root: str | os.PathLike, splits: Iterable[str] = ("train",)) -> Iterable[str]:
+    """Every question, answer, description and target JSON of the given splits."""
+    for split in splits:
+        table = read_split(root, split, ["questions", "answers", "description", "targets"])
+        for row in table.to_pylist():
+            yield from row["questions"]
+            yield from row["answers"]
+            yield row["description"]
+            yield from row["targets"]
+
+
+def list_texts(root: str | os.PathLike, splits: Iterable[str] = ("train",)) -> list[str]:
+    """``iter_texts`` as a list (for tokenizer training; train split only by default)."""
+    return list(iter_texts(root, splits))
