@@ -28,14 +28,18 @@ if [ -z "$PY" ]; then
   done
 fi
 [ -n "$PY" ] || { echo "[setup] error: Python 3.11 not found (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+# a .venv copied from elsewhere (its prefix is another folder) is rebuilt, never trusted
+if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import sys; print(sys.prefix)')" != "$PWD/.venv" ]; then
+  echo "[setup] .venv belongs to another folder: recreating it"; rm -rf .venv
+fi
 [ -x .venv/bin/python ] || { echo "[setup] creating .venv with $PY"; "$PY" -m venv .venv; }
 
 stamp=.venv/.pointvl-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing torch==2.13.0 (CPU) and pointvl[all] into .venv"
-  .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[all]"
+  .venv/bin/python -m pip install -q torch==2.13.0
+  .venv/bin/python -m pip install -q -e ".[all]"
   .venv/bin/python -m ipykernel install --sys-prefix --name pointvl-3d --display-name "PointVL-3D" >/dev/null
   echo "$want" > "$stamp"
 fi

@@ -44,3 +44,16 @@ def bpe_tokenizer():
     texts = [format_target(make_sample(s)) for s in range(200)]
     texts += ["Here is the answer:", "```json", "Sure, the object is a chair."]
     return train_bpe_tokenizer(texts, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory):
+    """A small built benchmark (16 train / 8 test objects), shared by the stage tests."""
+    from pointvl.data.build import BuildDatasetConfig, build
+
+    out = tmp_path_factory.mktemp("data") / "smoke"
+    cfg = BuildDatasetConfig(
+        train_count=16, test_count=8, num_points=128, image_size=48, workers=1, shard_size=8
+    )
+    build(cfg, out, 100, "smoke", progress=False)
+    return out
