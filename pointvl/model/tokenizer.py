@@ -29,6 +29,19 @@ EXTRA_SPECIAL_TOKENS = [
     "<|vision_end|>",
 ]
 
+# Qwen2.5's chat layout (string contents only), so that tiny and paper prompts read alike:
+# <|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n...<|im_end|>\n
+# <|im_start|>assistant\n
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 def train_bpe_tokenizer(
     texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2
@@ -53,9 +66,39 @@ def train_bpe_tokenizer(
         **SPECIAL_TOKENS,
     )
     fast.padding_side = "left"
+    fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | os.PathLike) -> None:
     """Save like any HF tokenizer (``AutoTokenizer.from_pretrained(path)`` loads it)."""
     tokenizer.save_pretrained(str(path))
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """Ids the policy config needs: image/vision/point placeholders, bos/eos/pad, im_end.
+
+    Works for our BPE tokenizer and for Qwen's (which has no ``<|point_pad|>``: add it first
+    with ``tokenizer.add_special_tokens({"additional_special_tokens": ["<|point_pad|>"]})``).
+    ``video_token_id`` falls back to the pad id when there is no ``<|video_pad|>`` (no video).
+    """
+
+    def tid(token: str) -> int:
+        i = tokenizer.convert_tokens_to_ids(token)
+        if i is None or i == tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer has no {token!r} token")
+        return int(i)
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tid("<|endoftext|>")
+    vocab = tokenizer.get_vocab()
+    return {
+        "image_token_id": tid("<|image_pad|>"),
+        "video_token_id": int(vocab.get("<|video_pad|>", pad)),
+        "vision_start_token_id": tid("<|vision_start|>"),
+        "vision_end_token_id": tid("<|vision_end|>"),
+        "point_token_id": tid("<|point_pad|>"),
+        "im_end_token_id": tid("<|im_end|>"),
+        "bos_token_id": int(tokenizer.bos_token_id if tokenizer.bos_token_id is not None else pad),
+        "eos_token_id": int(tokenizer.eos_token_id),
+        "pad_token_id": int(pad),
+    }

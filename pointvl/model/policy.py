@@ -1,0 +1,320 @@
+"""The hybrid point-image policy pi_theta (Sec. 3.1): Qwen2.5-VL + Point-BERT + Eqs. (2)-(4).
+
+    prompt:  <|im_start|>user\\n<|point_pad|> x P  <|vision_start|><|image_pad|> x I<|vision_end|> q ...
+                         │                                   │
+    point_clouds (B,N,D) ─► Point-BERT ─► H_p (B,P,d_p)      │ pixel_values ─► Qwen vision tower
+                                           │  Eq. (2) queries ◄── H_i (B,I,d_lm) keys/values
+                                           ▼  Eq. (3) H_f = LN(H_p + Z)
+                                           ▼  Eq. (4) E = H_f W_proj  (B,P,d_lm)
+    embeddings: E at the <|point_pad|> slots, H_i at the <|image_pad|> slots (Qwen's own path)
+    → Qwen2.5-VL language model (M-RoPE: image tokens 3D positions, point tokens text positions)
+
+``PointVLForConditionalGeneration`` subclasses ``Qwen2_5_VLForConditionalGeneration``: the
+backbone's parameter names, generation (``generate``), M-RoPE and caching are inherited
+unchanged; ``forward`` and ``generate`` take one more keyword, ``point_clouds`` (B, N, D).
+Point tokens are text-type positions for M-RoPE (``mm_token_type_ids`` 0)
+[reconstruction: the paper does not say how point tokens are positioned].
+
+The freezing policy (``freeze_*`` in the config) is applied at construction, so a model rebuilt
+by path (TRL's reference model, ``from_pretrained``) freezes the same blocks. A frozen point
+encoder also stays in eval mode (its BatchNorm statistics never move).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    Qwen2_5_VLForConditionalGeneration,
+)
+from transformers import initialization as init
+from transformers.conversion_mapping import (
+    get_checkpoint_conversion_mapping,
+    register_checkpoint_conversion_mapping,
+)
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VLModel,
+    Qwen2_5_VLPreTrainedModel,
+)
+
+from pointvl.model.config import PointVLConfig
+from pointvl.model.fusion import GeometryGuidedCrossAttention, PointProjector
+from pointvl.model.point_bert import LoadReport, PointBertEncoder, load_point_bert_state_dict
+
+
+class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+    """Qwen2.5-VL with Point-BERT point tokens fused with image tokens (Eqs. 2-4).
+
+    Blocks (attribute names; ``param_groups()`` lists them): ``point_encoder`` (Point-BERT),
+    ``fusion`` (Eqs. 2-3), ``projector`` (Eq. 4), ``model.visual`` (vision tower),
+    ``model.language_model`` + ``lm_head`` (LM).
+    """
+
+    config_class = PointVLConfig
+    config: PointVLConfig
+    _no_split_modules = ["Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock", "Block"]
+
+    def __init__(self, config: PointVLConfig):
+        # Skip Qwen2_5_VLForConditionalGeneration.__init__ (it would post_init before our blocks)
+        Qwen2_5_VLPreTrainedModel.__init__(self, config)
+        self.model = Qwen2_5_VLModel(config)
+        self.lm_head = torch.nn.Linear(
+            config.text_config.hidden_size, config.text_config.vocab_size, bias=False
+        )
+        pc = config.point_config
+        self.point_encoder = PointBertEncoder(pc)
+        self.fusion = GeometryGuidedCrossAttention(
+            pc.hidden_size,
+            config.vision_config.out_hidden_size,
+            config.fusion_num_heads,
+            config.fusion_layernorm,
+        )
+        self.projector = PointProjector(pc.hidden_size, config.text_config.hidden_size)
+        self.post_init()
+        self.apply_freezing()
+
+    # ------------------------------------------------------------------ blocks and freezing
+    def param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Parameters per block: point_encoder, fusion, projector, vision, language_model."""
+        lm = list(self.model.language_model.parameters())
+        lm_ids = {id(p) for p in lm}
+        lm += [p for p in self.lm_head.parameters() if id(p) not in lm_ids]  # lm_head may be tied
+        return {
+            "point_encoder": list(self.point_encoder.parameters()),
+            "fusion": list(self.fusion.parameters()),
+            "projector": list(self.projector.parameters()),
+            "vision": list(self.model.visual.parameters()),
+            "language_model": lm,
+        }
+
+    def apply_freezing(self) -> None:
+        """requires_grad from the config's ``freeze_*`` flags; fusion and projector always train."""
+        frozen = {
+            "point_encoder": self.config.freeze_point_encoder,
+            "vision": self.config.freeze_vision,
+            "language_model": self.config.freeze_language_model,
+        }
+        for name, params in self.param_groups().items():
+            for p in params:
+                p.requires_grad_(not frozen.get(name, False))
+        if self.config.freeze_point_encoder:
+            self.point_encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_point_encoder:
+            self.point_encoder.eval()  # frozen BatchNorm keeps its published statistics
+        return self
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, PointBertEncoder):
+            init.zeros_(module.cls_token)
+            init.normal_(module.cls_pos, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ point tokens
+    def get_point_features(
+        self,
+        point_clouds: torch.Tensor,
+        image_tokens: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """point_clouds (B, N, D) [+ image tokens (B, I, d_lm), mask (B, I)] -> E (B, P, d_lm)."""
+        h_p, _ = self.point_encoder(point_clouds)  # (B, P, d_p)
+        if image_tokens is not None:
+            image_tokens = image_tokens.to(h_p.dtype)
+        h_f = self.fusion(h_p, image_tokens, image_mask)  # (B, P, d_p)  Eqs. (2)-(3)
+        return self.projector(h_f)  # (B, P, d_lm)  Eq. (4)
+
+    @staticmethod
+    def _pad_image_tokens(per_image: tuple[torch.Tensor, ...], batch_size: int):
+        """Per-image token tensors (one image per sample) -> (B, I_max, d) and mask (B, I_max)."""
+        if len(per_image) != batch_size:
+            raise ValueError(
+                f"PointVL expects exactly one image per sample: got {len(per_image)} images "
+                f"for a batch of {batch_size}"
+            )
+        n_max = max(t.shape[0] for t in per_image)
+        d = per_image[0].shape[-1]
+        tokens = per_image[0].new_zeros(batch_size, n_max, d)  # (B, I, d)
+        mask = torch.zeros(batch_size, n_max, dtype=torch.bool, device=tokens.device)  # (B, I)
+        for b, t in enumerate(per_image):
+            tokens[b, : t.shape[0]] = t
+            mask[b, : t.shape[0]] = True
+        return tokens, mask
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.IntTensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict | None = None,
+        point_clouds: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Qwen2.5-VL's forward plus ``point_clouds`` (B, N, D): xyz (+ normals) per sample.
+
+        With ``point_clouds``, ``input_ids`` must hold exactly P = G + 1 ``<|point_pad|>``
+        tokens per row; their embeddings are replaced by E (Eq. 4). The image (if any) is
+        encoded once and used both by Qwen (at ``<|image_pad|>``) and by the fusion (Eq. 2).
+        """
+        if point_clouds is not None:
+            if input_ids is None:
+                raise ValueError("point_clouds needs input_ids (to find the <|point_pad|> slots)")
+            if point_clouds.ndim != 3 or point_clouds.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"point_clouds: expected ({input_ids.shape[0]}, N, D), "
+                    f"got {tuple(point_clouds.shape)}"
+                )
+            B = input_ids.shape[0]
+            point_slots = input_ids == self.config.point_token_id  # (B, L)
+            per_row = point_slots.sum(-1)  # (B,)
+            P = self.config.num_point_tokens
+            if not bool((per_row == P).all()):
+                raise ValueError(
+                    f"each row must hold {P} <|point_pad|> tokens (CLS + G groups), "
+                    f"got {per_row.tolist()}"
+                )
+            if inputs_embeds is None:
+                inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, d_lm)
+            image_tokens = image_mask = None
+            if pixel_values is not None and (mm_encoder_outputs or {}).get("image") is None:
+                image_out = self.model.get_image_features(
+                    pixel_values, image_grid_thw, return_dict=True
+                )
+                mm_encoder_outputs = {**(mm_encoder_outputs or {}), "image": image_out}
+                pixel_values = None  # encoded once; Qwen scatters mm_encoder_outputs["image"]
+            if (mm_encoder_outputs or {}).get("image") is not None:
+                per_image = tuple(mm_encoder_outputs["image"].pooler_output)
+                image_tokens, image_mask = self._pad_image_tokens(per_image, B)
+            point_embeds = self.get_point_features(point_clouds, image_tokens, image_mask)
+            inputs_embeds = inputs_embeds.masked_scatter(
+                point_slots[..., None], point_embeds.to(inputs_embeds.dtype)
+            )  # (B, L, d_lm), rows in order: row b receives point_embeds[b]
+        if mm_token_type_ids is None and input_ids is not None and image_grid_thw is not None:
+            mm_token_type_ids = (input_ids == self.config.image_token_id).int()  # (B, L)
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            image_grid_thw=image_grid_thw,
+            video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids,
+            second_per_grid_ts=second_per_grid_ts,
+            logits_to_keep=logits_to_keep,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        """Like pixel_values, point clouds are consumed at prefill only (then they live in the cache)."""
+        inputs = super().prepare_inputs_for_generation(
+            *args, is_first_iteration=is_first_iteration, **kwargs
+        )
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            inputs.pop("point_clouds", None)
+        return inputs
+
+    # ------------------------------------------------------------------ paper path
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | os.PathLike,
+        config: PointVLConfig,
+        point_bert_checkpoint: str | os.PathLike | dict | None = None,
+        **kwargs,
+    ) -> tuple[PointVLForConditionalGeneration, LoadReport | None]:
+        """Load pre-trained Qwen2.5-VL weights (path or hub id) into a new PointVL policy;
+        the point encoder comes from a released Point-BERT checkpoint (or random init), the
+        fusion and projector are random init. Returns (model, Point-BERT load report)."""
+        model = cls.from_pretrained(backbone, config=config, **kwargs)
+        report = None
+        if point_bert_checkpoint is not None:
+            report = load_point_bert_state_dict(model.point_encoder, point_bert_checkpoint)
+        model.apply_freezing()
+        return model, report
+
+
+# Auto classes: TRL rebuilds the reference model via AutoConfig + AutoModelForCausalLM.
+AutoConfig.register("pointvl", PointVLConfig, exist_ok=True)
+AutoModelForCausalLM.register(PointVLConfig, PointVLForConditionalGeneration, exist_ok=True)
+AutoModelForImageTextToText.register(PointVLConfig, PointVLForConditionalGeneration, exist_ok=True)
+
+# Released Qwen2.5-VL checkpoints use the legacy key layout (``model.layers.*``, ``visual.*``);
+# reuse transformers' own renaming for them. Our own saves already use the new layout, which
+# these patterns leave untouched.
+try:
+    register_checkpoint_conversion_mapping(
+        "PointVLForConditionalGeneration",
+        get_checkpoint_conversion_mapping("Qwen2VLForConditionalGeneration") or [],
+    )
+except ValueError:  # already registered (module re-imported)
+    pass
+
+
+def build_tiny_policy(tokenizer, cfg=None, seed: int = 0):
+    """``tiny`` policy + processor from a (locally trained) tokenizer, random init.
+
+    ``cfg`` is a ``ModelConfig`` (the ``model`` section of params.yaml); default: tiny values.
+    Returns (model, processor).
+    """
+    from pointvl.model.config import ModelConfig, tiny_pointvl_config
+    from pointvl.model.processor import PointVLProcessor
+    from pointvl.model.tokenizer import special_token_ids
+
+    cfg = cfg or ModelConfig()
+    processor_tok = tokenizer
+    if "<|point_pad|>" not in processor_tok.get_vocab():
+        processor_tok.add_special_tokens({"additional_special_tokens": ["<|point_pad|>"]})
+    config = tiny_pointvl_config(special_token_ids(processor_tok), len(processor_tok), cfg)
+    torch.manual_seed(seed)
+    model = PointVLForConditionalGeneration(config)
+    processor = PointVLProcessor.for_model(processor_tok, config, image_size=cfg.image_size)
+    return model, processor
+
+
+def build_policy(cfg, tokenizer):
+    """The policy a stage trains, from the ``model`` section (``ModelConfig``) and a tokenizer.
+
+    ``tiny``: ``build_tiny_policy``. ``paper``: Qwen2.5-VL-3B from ``cfg.backbone`` (path or
+    hub id) + Point-BERT (``cfg.point_bert_checkpoint`` if given) via ``from_backbone``; the
+    tokenizer must already hold ``<|point_pad|>`` (the ``train_tokenizer`` stage adds it).
+    Returns (model, processor).
+    """
+    from pointvl.model.config import paper_pointvl_config
+    from pointvl.model.processor import PointVLProcessor
+
+    cfg.validate()
+    if cfg.size == "tiny":
+        return build_tiny_policy(tokenizer, cfg)
+    backbone_config = AutoConfig.from_pretrained(cfg.backbone)
+    point_token_id = tokenizer.convert_tokens_to_ids("<|point_pad|>")
+    config = paper_pointvl_config(backbone_config, cfg, point_token_id=point_token_id)
+    model, _ = PointVLForConditionalGeneration.from_backbone(
+        cfg.backbone, config, cfg.point_bert_checkpoint, dtype=torch.bfloat16
+    )
+    if point_token_id >= model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    processor = PointVLProcessor.for_model(tokenizer, config, image_size=cfg.image_size)
+    return model, processor

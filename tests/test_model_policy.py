@@ -1,0 +1,288 @@
+"""The tiny PointVL policy end to end: shapes, gradients/freezing, ablations, round-trip,
+batching invariance, generation with point clouds, processor labels, the paper path."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+)
+
+from pointvl.model import (
+    ModelConfig,
+    PointBertConfig,
+    PointBertEncoder,
+    PointVLConfig,
+    PointVLForConditionalGeneration,
+    PointVLProcessor,
+    build_policy,
+    paper_model_config,
+    paper_pointvl_config,
+    train_bpe_tokenizer,
+)
+from pointvl.model.policy import build_tiny_policy
+from pointvl.model.processor import IGNORE_INDEX
+from pointvl.schema import format_target
+
+QUESTIONS = ["Where is the chair?", "Describe the object and locate it in 3D, please."]
+
+
+def synthetic_sample(seed: int) -> dict:
+    """Random points / image and a target JSON written by ``format_target`` from random boxes."""
+    rng = np.random.default_rng(seed)
+    lo, hi = rng.uniform(-0.45, -0.05, 3), rng.uniform(0.05, 0.45, 3)
+    lo2 = rng.uniform(0, 40, 2)
+    hi2 = lo2 + rng.uniform(20, 60, 2)
+    target = format_target(
+        {
+            "answer": "chair",
+            "description": "a small chair",
+            "bbox2d": np.r_[lo2, hi2],
+            "bbox3d": np.r_[lo, hi],
+            "kpts2d": rng.uniform(lo2, hi2, (16, 2)),
+            "kpts3d": rng.uniform(lo, hi, (16, 3)),
+        }
+    )
+    return {
+        "points": rng.uniform(-0.5, 0.5, (1024, 6)).astype(np.float32),
+        "image": rng.integers(0, 256, (90, 120, 3), dtype=np.uint8),
+        "question": QUESTIONS[seed % 2],
+        "target": target,
+    }
+
+
+SMALL = dataclasses.replace(ModelConfig(), num_points=256, num_groups=16, group_size=16)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return [synthetic_sample(i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def policy(samples):
+    texts = [s["target"] for s in samples] * 4 + QUESTIONS
+    tok = train_bpe_tokenizer(texts, vocab_size=400)
+    model, proc = build_tiny_policy(tok, SMALL)
+    return model.eval(), proc
+
+
+def logits_of(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_shapes_through_every_block(policy, samples):
+    model, proc = policy
+    batch = proc.batch(samples[:2])
+    B, L = batch["input_ids"].shape
+    P = model.config.num_point_tokens
+    assert P == SMALL.num_groups + 1
+    assert batch["point_clouds"].shape == (2, SMALL.num_points, 6)
+    assert (batch["input_ids"] == model.config.point_token_id).sum(-1).tolist() == [P, P]
+    assert (batch["input_ids"] == model.config.image_token_id).sum(-1).tolist() == [16, 16]
+    h_p, centers = model.point_encoder(batch["point_clouds"])
+    assert h_p.shape == (2, P, SMALL.point_hidden_size) and centers.shape == (2, 16, 3)
+    img = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
+    tokens, mask = model._pad_image_tokens(tuple(img.pooler_output), 2)
+    assert tokens.shape == (2, 16, SMALL.lm_hidden_size) and mask.all()
+    assert model.fusion(h_p, tokens, mask).shape == h_p.shape
+    assert model.get_point_features(batch["point_clouds"], tokens, mask).shape == (
+        2,
+        P,
+        SMALL.lm_hidden_size,
+    )
+    out = model(**batch)
+    assert out.logits.shape == (B, L, model.config.text_config.vocab_size)
+    assert torch.isfinite(out.loss)
+
+
+def test_processor_masks_labels_to_the_completion(policy, samples):
+    _, proc = policy
+    one = proc(**{k: samples[0][k] for k in ("points", "image", "question", "target")})
+    labels, ids = one["labels"], one["input_ids"]
+    n_prompt = one["prompt_length"]
+    assert (labels[:n_prompt] == IGNORE_INDEX).all() and (labels[n_prompt:] != IGNORE_INDEX).all()
+    assert torch.equal(labels[n_prompt:], ids[n_prompt:])
+    text = proc.tokenizer.decode(ids[n_prompt:])
+    assert text == samples[0]["target"] + "<|im_end|>"
+    prompt = proc.tokenizer.decode(ids[:n_prompt])
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    # left padding: pad on the left, mask 0, label -100
+    batch = proc.batch(samples[:2])
+    lengths = batch["attention_mask"].sum(-1)
+    short = int(lengths.argmin())
+    n_pad = batch["input_ids"].shape[1] - int(lengths[short])
+    assert n_pad > 0
+    assert (batch["attention_mask"][short, :n_pad] == 0).all()
+    assert (batch["labels"][short, :n_pad] == IGNORE_INDEX).all()
+    assert (batch["input_ids"][short, :n_pad] == proc.token_ids["pad_token_id"]).all()
+
+
+def test_gradients_reach_trainable_blocks_only(samples):
+    texts = [s["target"] for s in samples] + QUESTIONS
+    tok = train_bpe_tokenizer(texts, vocab_size=300)
+    for frozen in ((), ("point_encoder", "vision")):
+        cfg = dataclasses.replace(
+            SMALL,
+            freeze_point_encoder="point_encoder" in frozen,
+            freeze_vision="vision" in frozen,
+        )
+        model, proc = build_tiny_policy(tok, cfg)
+        model.train()
+        model(**proc.batch(samples[:2])).loss.backward()
+        for name, params in model.param_groups().items():
+            grads = [p.grad for p in params]
+            if name in frozen:
+                assert all(not p.requires_grad for p in params), name
+                assert all(g is None for g in grads), name
+            else:
+                assert all(g is not None for g in grads), name
+                assert sum(float(g.abs().sum()) for g in grads) > 0, name
+        if frozen:
+            assert not model.point_encoder.training  # frozen BatchNorm stays in eval
+
+
+def test_point_tokens_and_image_change_the_logits(policy, samples):
+    model, proc = policy
+    batch = proc.batch(samples[:1])
+    base = logits_of(model, batch)
+    completion = batch["labels"][0] != IGNORE_INDEX
+    other_points = dict(batch, point_clouds=torch.rand_like(batch["point_clouds"]) - 0.5)
+    other_image = dict(batch, pixel_values=torch.randn_like(batch["pixel_values"]))
+    for ablated in (other_points, other_image):
+        diff = (logits_of(model, ablated) - base)[0, completion].abs().max()
+        assert diff > 1e-3
+    # the image also reaches the point tokens through the cross-attention (Eq. 2)
+    img = lambda pv: tuple(  # noqa: E731
+        model.model.get_image_features(pv, batch["image_grid_thw"]).pooler_output
+    )
+    with torch.no_grad():
+        e1 = model.get_point_features(
+            batch["point_clouds"], *model._pad_image_tokens(img(batch["pixel_values"]), 1)
+        )
+        e2 = model.get_point_features(
+            batch["point_clouds"], *model._pad_image_tokens(img(other_image["pixel_values"]), 1)
+        )
+    assert (e1 - e2).abs().max() > 1e-4
+
+
+def test_sample_logits_do_not_depend_on_batch_mates(policy, samples):
+    model, proc = policy
+    alone = [logits_of(model, proc.batch([s])) for s in samples]
+    batch = proc.batch(samples)
+    together = logits_of(model, batch)
+    for i in range(len(samples)):
+        n = alone[i].shape[1]
+        assert batch["attention_mask"][i, -n:].all() and batch["attention_mask"][i, :-n].sum() == 0
+        torch.testing.assert_close(together[i, -n:], alone[i][0], atol=2e-4, rtol=1e-4)
+
+
+def test_save_and_auto_from_pretrained_round_trip(policy, samples, tmp_path):
+    model, proc = policy
+    batch = proc.batch(samples[:2])
+    model.save_pretrained(tmp_path / "m")
+    proc.save_pretrained(tmp_path / "m")
+    assert type(AutoConfig.from_pretrained(tmp_path / "m")) is PointVLConfig
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    assert type(loaded) is PointVLForConditionalGeneration
+    proc2 = PointVLProcessor.from_pretrained(tmp_path / "m")
+    batch2 = proc2.batch(samples[:2])
+    for k in batch:
+        assert torch.equal(batch[k], batch2[k]), k
+    torch.testing.assert_close(logits_of(loaded, batch), logits_of(model, batch), atol=0, rtol=0)
+
+
+def test_generate_with_point_clouds(policy, samples):
+    model, proc = policy
+    batch = proc.batch(samples[:2], with_target=False)
+    L = batch["input_ids"].shape[1]
+    kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=proc.eos_token_ids, pad_token_id=0)
+    with torch.no_grad():
+        cached = model.generate(**batch, **kw)
+        uncached = model.generate(**batch, use_cache=False, **kw)
+        first = model(**batch).logits[:, -1].argmax(-1)
+    assert cached.shape[0] == 2 and cached.shape[1] <= L + 6
+    assert torch.equal(cached[:, L], first)
+    assert torch.equal(cached, uncached)
+    broken = batch["input_ids"].clone()
+    broken[0, int((broken[0] == model.config.point_token_id).nonzero()[0])] = 0
+    with pytest.raises(ValueError, match="point_pad"):
+        model(**dict(batch, input_ids=broken))
+
+
+def test_paper_path_loads_backbone_weights_by_path(tmp_path):
+    """``build_policy`` for size=paper: a Qwen2.5-VL checkpoint by path (a tiny one stands in
+    for the 3B), the published Point-BERT from a checkpoint, fusion/projector new."""
+    tok = train_bpe_tokenizer(QUESTIONS * 3, vocab_size=300)
+    tiny, _ = build_tiny_policy(tok, SMALL)
+    qwen_keys = set(Qwen2_5_VLConfig().to_dict())
+    qwen_cfg = Qwen2_5_VLConfig(
+        **{k: v for k, v in tiny.config.to_dict().items() if k in qwen_keys and k != "model_type"}
+    )
+    torch.manual_seed(1)
+    backbone = Qwen2_5_VLForConditionalGeneration(qwen_cfg)
+    backbone.save_pretrained(tmp_path / "qwen")
+    assert AutoConfig.from_pretrained(tmp_path / "qwen").model_type == "qwen2_5_vl"
+    point_bert = PointBertEncoder(PointBertConfig())  # published size; a released .pth stand-in
+    torch.save(
+        {
+            "base_model": {
+                f"module.transformer_q.{k}": v for k, v in point_bert.state_dict().items()
+            }
+        },
+        tmp_path / "point_bert.pth",
+    )
+    cfg = dataclasses.replace(
+        paper_model_config(),
+        backbone=str(tmp_path / "qwen"),
+        point_bert_checkpoint=str(tmp_path / "point_bert.pth"),
+        image_size=56,
+    )
+    model, proc = build_policy(cfg, tok)
+    own = model.state_dict()
+    for k, v in backbone.state_dict().items():
+        torch.testing.assert_close(own[k].float(), v.to(torch.bfloat16).float())
+    for k, v in point_bert.state_dict().items():
+        torch.testing.assert_close(own[f"point_encoder.{k}"].float(), v.to(torch.bfloat16).float())
+    assert model.config.num_point_tokens == 513 and proc.num_point_tokens == 513
+    assert not any(p.requires_grad for p in model.point_encoder.parameters())
+    assert not any(p.requires_grad for p in model.model.visual.parameters())
+    assert all(p.requires_grad for p in model.fusion.parameters())
+    assert all(p.requires_grad for p in model.model.language_model.parameters())
+
+
+def test_paper_config_counts_on_meta_device():
+    cfg = paper_pointvl_config()
+    with torch.device("meta"):
+        model = PointVLForConditionalGeneration(cfg)
+    counts = {k: sum(p.numel() for p in v) for k, v in model.param_groups().items()}
+    backbone = counts["vision"] + counts["language_model"]
+    assert 3.70e9 < backbone < 3.80e9  # Qwen2.5-VL-3B: 3.75 B parameters
+    assert 21e6 < counts["point_encoder"] < 23e6
+    assert cfg.num_point_tokens == 513
+    assert not any(p.requires_grad for p in model.point_encoder.parameters())
+    assert not any(p.requires_grad for p in model.model.visual.parameters())
+
+
+def test_model_section_of_params_yaml_and_validation():
+    from pathlib import Path
+
+    from pointvl.config import ConfigError, load_section
+    from pointvl.model import paper_model_config
+
+    params = Path(__file__).resolve().parent.parent / "params.yaml"
+    assert load_section(params, "model", ModelConfig, "paper") == paper_model_config()
+    tiny = load_section(params, "model", ModelConfig, "tiny")
+    assert tiny.size == "tiny" and not tiny.freeze_point_encoder
+    with pytest.raises(ConfigError, match="model.size"):
+        ModelConfig(size="huge").validate()
+    with pytest.raises(ConfigError, match="model.image_size"):
+        ModelConfig(image_size=100).validate()
