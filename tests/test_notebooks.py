@@ -60,9 +60,14 @@ def _check_executed(ipynb: Path, html: Path, name: str) -> None:
 
 
 def test_notebooks_exist():
-    assert {"00_overview", "03_span_routing", "04_rewards_and_rpc", "05_variance_analysis"} <= set(
-        NAMES
-    )
+    assert {
+        "00_overview",
+        "01_dataset",
+        "02_architecture",
+        "03_span_routing",
+        "04_rewards_and_rpc",
+        "05_variance_analysis",
+    } <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -416,3 +416,250 @@ def alignment_html(group: DemoGroup) -> Html:
         n_diff = int((cum != off[:-1]).any(axis=1).sum())
         rows.append([f"{i}: {group.cases[i]}", len(ids) - 1, n_diff, bool(same_ids)])
     return html_table(rows, ["completion", "tokens", "tokens with other offsets", "same field ids"])
+
+
+# ----------------------------------------------------------------------------- dataset (01)
+
+
+def instance_sample(row: Mapping) -> dict:
+    """A ``build.make_instance`` row as a ``PointVLDataset``-style sample (numpy arrays).
+
+    PNG bytes are decoded (``image`` (H, W, 3) uint8, ``mask`` (H, W) bool), flat columns are
+    reshaped (``points`` (N, 6), ``K`` / ``R`` (3, 3), ``kpts2d`` (M, 2), ``kpts3d`` (M, 3));
+    ``question`` / ``target`` are the first QA pair. ``reprojection_figure`` takes it as is.
+    """
+    from pointvl.data.dataset import decode_png
+
+    return {
+        "uid": row["uid"],
+        "category": row["category"],
+        "points": np.asarray(row["points"], np.float32).reshape(-1, 6),  # (N, 6)
+        "image": decode_png(row["image_png"]),  # (H, W, 3)
+        "mask": decode_png(row["mask_png"]).astype(bool),  # (H, W)
+        "K": np.asarray(row["K"]).reshape(3, 3),
+        "R": np.asarray(row["R"]).reshape(3, 3),
+        "t": np.asarray(row["t"]).reshape(3),
+        "bbox2d": np.asarray(row["bbox2d"]),  # (4,)
+        "bbox3d": np.asarray(row["bbox3d"]),  # (6,)
+        "kpts2d": np.asarray(row["kpts2d"]).reshape(-1, 2),  # (M, 2)
+        "kpts3d": np.asarray(row["kpts3d"]).reshape(-1, 3),  # (M, 3)
+        "question": row["questions"][0],
+        "target": row["targets"][0],
+        "description": row["description"],
+    }
+
+
+def mesh_cloud_figure(mesh, points: np.ndarray, kpt_idx: np.ndarray | None = None):
+    """Plotly: left, the procedural mesh coloured by part; right, the Poisson-disk cloud
+    (N, 6) with its FPS keypoints (``kpt_idx``) in red. Object frame: y up, +z front."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    v, f = mesh.vertices, mesh.triangles
+    fig = make_subplots(
+        rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "scene"}]],
+        subplot_titles=(f"mesh: {len(f)} triangles, {len(mesh.part_names)} parts",
+                        f"cloud: {len(points)} Poisson-disk points + keypoints"),
+    )  # fmt: skip
+    fig.add_trace(
+        go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
+                  intensity=np.asarray(mesh.part_ids, float), intensitymode="cell",
+                  colorscale="Turbo", showscale=False, name="mesh"), row=1, col=1,
+    )  # fmt: skip
+    xyz = np.asarray(points)[:, :3]
+    fig.add_trace(
+        go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name="points",
+                     marker={"size": 1.5, "color": xyz[:, 1], "colorscale": "Viridis"}),
+        row=1, col=2,
+    )  # fmt: skip
+    if kpt_idx is not None:
+        k = xyz[np.asarray(kpt_idx)]
+        fig.add_trace(
+            go.Scatter3d(x=k[:, 0], y=k[:, 1], z=k[:, 2], mode="markers", name="FPS keypoints",
+                         marker={"size": 5, "color": "red"}), row=1, col=2,
+        )  # fmt: skip
+    up = {"up": {"x": 0, "y": 1, "z": 0}, "eye": {"x": 1.2, "y": 0.8, "z": 1.6}}
+    fig.update_scenes(aspectmode="data", camera=up)
+    fig.update_layout(height=420, width=950, margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    return fig
+
+
+def camera_views_figure(views: Mapping[str, Sequence]):
+    """Matplotlib polar plot: sampled (azimuth, elevation) per category, one colour each.
+
+    ``views`` maps a category to a list of ``cameras.Camera``. Azimuth 0 = the object's
+    front (+z), 90 = its left side (+x); the radius is the elevation in degrees.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(5.2, 5.2))
+    ax = fig.add_subplot(projection="polar")
+    for cat, cams in views.items():
+        az = np.radians([c.azimuth_deg for c in cams])
+        el = [c.elevation_deg for c in cams]
+        ax.scatter(az, el, s=10, label=cat, alpha=0.7)
+    ax.set_theta_zero_location("N")
+    ax.set_rlim(0, 50)
+    ax.set_title("camera azimuth (angle) and elevation (radius, deg)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(-0.15, -0.12))
+    fig.tight_layout()
+    return fig
+
+
+def render_figure(render, bbox2d=None, kpts2d=None, kpts_projected=None):
+    """Matplotlib: RGB | mask with the 2D box | z-depth, of one ``render.RenderOutput``.
+
+    On the mask: ``bbox2d`` (green), ``kpts2d`` after the snapping rule (blue) and, if given,
+    the raw projections of the 3D keypoints (orange x): a snapped keypoint is where they
+    differ. Image axes: x right, y down (OpenCV).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    h, w = render.mask.shape
+    ext = (0, w, h, 0)
+    axes[0].imshow(render.rgb, extent=ext, interpolation="nearest")
+    axes[0].set_title("rgb (Lambert shading)", fontsize=9)
+    axes[1].imshow(render.mask, extent=ext, cmap="gray", interpolation="nearest")
+    if bbox2d is not None:
+        _rect(axes[1], bbox2d, color="tab:green", lw=1.5)
+    if kpts_projected is not None:
+        kp = np.asarray(kpts_projected).reshape(-1, 2)
+        axes[1].scatter(kp[:, 0], kp[:, 1], marker="x", s=30, color="tab:orange", label="projected")
+    if kpts2d is not None:
+        k2 = np.asarray(kpts2d).reshape(-1, 2)
+        axes[1].scatter(k2[:, 0], k2[:, 1], s=10, color="tab:blue", label="kpts2d")
+    axes[1].set_title("mask, bbox2d, kpts2d", fontsize=9)
+    depth = np.where(render.mask, render.depth, np.nan)
+    im = axes[2].imshow(depth, extent=ext, cmap="magma_r", interpolation="nearest")
+    fig.colorbar(im, ax=axes[2], fraction=0.046)
+    axes[2].set_title("z-depth (object units)", fontsize=9)
+    if kpts2d is not None or kpts_projected is not None:
+        axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def category_histogram_figure(histograms: Mapping[str, Mapping[str, int]], title: str):
+    """Plotly grouped bars: instances per category, one bar series per split."""
+    import plotly.graph_objects as go
+
+    cats = sorted({c for h in histograms.values() for c in h})
+    bars = [
+        go.Bar(x=cats, y=[int(h.get(c, 0)) for c in cats], name=split)
+        for split, h in histograms.items()
+    ]
+    fig = go.Figure(bars)
+    fig.update_layout(
+        barmode="group", title=title, yaxis={"title": "instances"}, height=380, width=900
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- model (02)
+
+
+def param_counts(model) -> dict[str, int]:
+    """Parameters per block of ``PointVLForConditionalGeneration.param_groups()`` + total."""
+    counts = {name: sum(p.numel() for p in ps) for name, ps in model.param_groups().items()}
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts
+
+
+def grouping_figure(points: np.ndarray, neighborhood, centers, max_groups: int = 64):
+    """Plotly 3D: Point-BERT's FPS centres (black) and their KNN groups (one colour each).
+
+    ``neighborhood`` (G, K, >= 3) with xyz relative to the centre and ``centers`` (G, 3) from
+    ``point_bert.group_points`` (one sample). Points in no drawn group are light grey; a point
+    in several groups takes the colour of the last one drawn.
+    """
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    xyz = np.asarray(points)[:, :3]
+    nb, ce = _to_np(neighborhood)[..., :3], _to_np(centers)  # (G, K, 3), (G, 3)
+    members = nb + ce[:, None]  # (G, K, 3) back in the object frame
+    palette = px.colors.qualitative.Dark24
+    traces = [
+        go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], mode="markers", name="all points",
+                     marker={"size": 1.5, "color": "#d0d0d0"})
+    ]  # fmt: skip
+    for g in range(min(len(ce), max_groups)):
+        m = members[g]
+        traces.append(go.Scatter3d(x=m[:, 0], y=m[:, 1], z=m[:, 2], mode="markers",
+                                   marker={"size": 2.5, "color": palette[g % len(palette)]},
+                                   showlegend=False, name=f"group {g}"))  # fmt: skip
+    traces.append(
+        go.Scatter3d(x=ce[:, 0], y=ce[:, 1], z=ce[:, 2], mode="markers", name="FPS centres",
+                     marker={"size": 4, "color": "black"})
+    )  # fmt: skip
+    fig = go.Figure(traces)
+    up = {"up": {"x": 0, "y": 1, "z": 0}, "eye": {"x": 1.2, "y": 0.8, "z": 1.6}}
+    fig.update_scenes(aspectmode="data", camera=up)
+    fig.update_layout(
+        title=f"{len(ce)} groups of {nb.shape[1]} points (FPS + KNN)",
+        height=460, width=640, margin={"l": 0, "r": 0, "t": 40, "b": 0},
+    )  # fmt: skip
+    return fig
+
+
+def _to_np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@torch.no_grad()
+def cross_attention_weights(fusion, point_tokens: torch.Tensor, image_tokens: torch.Tensor):
+    """Eq. (2)'s attention matrix, which the module's fused SDPA kernel does not return.
+
+    softmax((H_p W_q)(H_i W_k)^T / sqrt(d_h)) per head, from ``fusion``'s own projections;
+    every image token is real (no mask). point_tokens (B, P, d_p), image_tokens (B, I, d_i)
+    -> weights (B, h, P, I), rows summing to 1.
+    """
+    B, P, D = point_tokens.shape
+    I, h = image_tokens.shape[1], fusion.num_heads
+    q = fusion.q_proj(point_tokens).view(B, P, h, D // h).transpose(1, 2)  # (B, h, P, dh)
+    k = fusion.k_proj(image_tokens).view(B, I, h, D // h).transpose(1, 2)  # (B, h, I, dh)
+    return torch.softmax(q @ k.transpose(-1, -2) / (D // h) ** 0.5, dim=-1)  # (B, h, P, I)
+
+
+@torch.no_grad()
+def fuse_with_weights(fusion, weights, point_tokens, image_tokens) -> torch.Tensor:
+    """Eqs. (2)-(3) written out with given attention ``weights`` (B, h, P, I): H_f (B, P, d_p).
+
+    Z = W_o concat_h(weights_h (H_i W_v)_h); H_f = LN(H_p + Z). With the weights of
+    ``cross_attention_weights`` it reproduces ``fusion(point_tokens, image_tokens)``.
+    """
+    B, P, D = point_tokens.shape
+    I, h = image_tokens.shape[1], fusion.num_heads
+    v = fusion.v_proj(image_tokens).view(B, I, h, D // h).transpose(1, 2)  # (B, h, I, dh)
+    z = fusion.o_proj((weights @ v).transpose(1, 2).reshape(B, P, D))  # (B, P, d_p)
+    return fusion.norm(point_tokens + z)  # (B, P, d_p)
+
+
+def attention_heatmap_figure(weights, image: np.ndarray, grid_hw: tuple[int, int], uv=None):
+    """Matplotlib: one point token's attention over the image tokens (Eq. 2), per head and
+    averaged, drawn over the image. ``weights`` (h, I) for one point token; ``grid_hw`` the
+    merged token grid (Qwen2.5-VL: (H/28, W/28), tokens in raster order); ``uv`` (2,) the
+    token's FPS centre projected into the image (white star), if given. The colour scale spans
+    [min, max] of the weights (not [0, 1]), so near-uniform weights still show their pattern."""
+    import matplotlib.pyplot as plt
+
+    w = _to_np(weights)  # (h, I)
+    gh, gw = grid_hw
+    maps = [w.mean(0)] + list(w)
+    titles = ["mean over heads"] + [f"head {i}" for i in range(len(w))]
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.9), squeeze=False)
+    H, W = image.shape[:2]
+    for ax, m, title in zip(axes[0], maps, titles):
+        ax.imshow(image, extent=(0, W, H, 0))
+        im = ax.imshow(m.reshape(gh, gw), extent=(0, W, H, 0), cmap="inferno", alpha=0.6,
+                       vmin=float(w.min()), vmax=float(w.max()), interpolation="nearest")  # fmt: skip
+        if uv is not None:
+            ax.scatter([uv[0]], [uv[1]], marker="*", s=120, color="white", edgecolor="black")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, label="attention weight")
+    return fig
