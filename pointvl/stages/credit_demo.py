@@ -87,7 +87,7 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
             labels,
             title=f"Per-token advantages of one group (G={G}, λ={cfg.lam})",
         )
-        fig.write_html(out / "advantages.html", include_plotlyjs=True, full_html=True)
+        fig.write_html(out / "advantages.html", include_plotlyjs=True, full_html=True, div_id="adv")
         advantage_png(
             out / "advantages.png",
             panels,

@@ -201,7 +201,8 @@ def write_html(fig, path: str | os.PathLike) -> Path:
     """Offline HTML (plotly.js inlined: opens with no network)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+    # a fixed div id keeps the file byte-identical across runs (plotly draws a random one)
+    fig.write_html(str(path), include_plotlyjs=True, full_html=True, div_id="reprojection")
     return path
 
 
