@@ -67,6 +67,9 @@ def test_notebooks_exist():
         "03_span_routing",
         "04_rewards_and_rpc",
         "05_variance_analysis",
+        "06_training_launch",
+        "07_ablations",
+        "08_results",
     } <= set(NAMES)
 
 

@@ -663,3 +663,291 @@ def attention_heatmap_figure(weights, image: np.ndarray, grid_hw: tuple[int, int
         ax.axis("off")
     fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, label="attention weight")
     return fig
+
+
+# ----------------------------------------------------------------------------- training (06)
+
+# the per-step diagnostics every RL variant logs (pointvl.train.grca_trainer), in plot order
+TRAINING_CURVE_KEYS = (
+    *(f"reward/{f}" for f in GEOMETRIC_FIELDS),
+    "reward/rpc",
+    "reward/seq",
+    *(f"adv/{f}_zero_std_frac" for f in GEOMETRIC_FIELDS),
+    *(f"spans/{f}_coverage" for f in GEOMETRIC_FIELDS),
+    "spans/parse_fail_frac",
+    "loss/clipfrac",
+)
+
+
+class TinySFTData(torch.utils.data.Dataset):
+    """RL rows of ``pointvl.train.tiny`` (``prompt``, ``target``) as completion-only SFT
+    features for a plain causal LM: ``input_ids`` = prompt + target JSON + ``<|im_end|>``,
+    ``labels`` = -100 on the prompt (Eq. 5 sums over the target only). ``collate`` right-pads
+    a batch; pass this object where ``build_sft_trainer`` expects the processor."""
+
+    def __init__(self, rows: Sequence[Mapping], tokenizer, quant_bins: int):
+        from pointvl.schema import format_target
+
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.pad_id = tokenizer.pad_token_id
+        self.features = []
+        for r in rows:
+            p = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+            c = tokenizer(format_target(r["target"], quant_bins), add_special_tokens=False)
+            c = c["input_ids"] + [end]
+            self.features.append({"input_ids": p + c, "labels": [-100] * len(p) + c})
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.features[i]
+
+    def collate(self, batch: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        B, L = len(batch), max(len(x["input_ids"]) for x in batch)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)  # (B, L)
+        labels = torch.full((B, L), -100, dtype=torch.long)  # (B, L)
+        mask = torch.zeros((B, L), dtype=torch.long)  # (B, L)
+        for i, x in enumerate(batch):
+            n = len(x["input_ids"])
+            ids[i, :n] = torch.tensor(x["input_ids"])
+            labels[i, :n] = torch.tensor(x["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def dvc_commands(dvc_yaml: str | os.PathLike) -> dict[str, str]:
+    """``{stage: cmd}`` of a dvc.yaml, ``foreach`` stages expanded as ``stage@item``."""
+    import yaml
+
+    out = {}
+    for name, st in yaml.safe_load(open(dvc_yaml).read())["stages"].items():
+        if "foreach" in st:
+            for item in st["foreach"]:
+                out[f"{name}@{item}"] = st["do"]["cmd"].replace("${item}", str(item))
+        else:
+            out[name] = st["cmd"]
+    return out
+
+
+def accelerate_configs_html(config_dir: str | os.PathLike) -> Html:
+    """One row per ``configs/accelerate/*.yaml``: backend, processes, precision, ZeRO stage."""
+    from pathlib import Path
+
+    import yaml
+
+    rows = []
+    for path in sorted(Path(config_dir).glob("*.yaml")):
+        c = yaml.safe_load(path.read_text())
+        ds = c.get("deepspeed_config") or {}
+        rows.append([path.name, c.get("distributed_type"), c.get("num_processes"),
+                     c.get("mixed_precision"), "CPU" if c.get("use_cpu") else "GPU",
+                     ds.get("zero_stage")])  # fmt: skip
+    cols = ["--config_file", "distributed_type", "num_processes", "mixed_precision", "device",
+            "ZeRO stage"]  # fmt: skip
+    return html_table(rows, cols)
+
+
+def read_logs(paths: Mapping[str, str | os.PathLike]) -> dict[str, list[dict]]:
+    """``{run: log.jsonl path}`` -> ``{run: records}`` for the logs that exist (others dropped)."""
+    from pathlib import Path
+
+    from pointvl.train.grca_trainer import read_jsonl
+
+    logs = {name: read_jsonl(p) for name, p in paths.items() if Path(p).is_file()}
+    return {name: recs for name, recs in logs.items() if recs}
+
+
+def training_curves_figure(
+    logs: Mapping[str, Sequence[Mapping]],
+    keys: Sequence[str] = TRAINING_CURVE_KEYS,
+    title: str = "",
+    smooth: int = 1,
+    ncols: int = 5,
+):
+    """Matplotlib grid: one panel per logged metric ``keys`` (``reward/<field>``, ...), one
+    line per run of ``logs`` ({run: MetricsLogger records}); moving average over ``smooth``
+    logged steps. A metric no run logged gets an empty panel saying so."""
+    import matplotlib.pyplot as plt
+
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 2.4 * nrows), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    for ax, key in zip(axes.flat, keys):
+        for run, recs in logs.items():
+            pts = [(r["step"], r[key]) for r in recs if r.get(key) is not None]
+            if not pts:
+                continue
+            s, y = np.asarray(pts, dtype=float).T  # (S,), (S,)
+            k = max(1, min(smooth, len(y)))
+            ax.plot(s[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), marker=".",
+                    label=run)  # fmt: skip
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.supxlabel("optimizer step", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def last_metrics_html(
+    logs: Mapping[str, Sequence[Mapping]], keys: Sequence[str], last: int = 1
+) -> Html:
+    """Mean of each metric over the last ``last`` logged steps, one row per run."""
+    rows = []
+    for run, recs in logs.items():
+        row = [run, max((r.get("step", 0) for r in recs), default=0)]
+        for key in keys:
+            vals = [r[key] for r in recs if r.get(key) is not None][-last:]
+            row.append(float(np.mean(vals)) if vals else None)
+        rows.append(row)
+    return html_table(rows, ["run", "steps", *keys])
+
+
+# ----------------------------------------------------------------------------- results (07, 08)
+
+
+def load_eval_results(metrics_dir: str | os.PathLike, systems: Sequence[str]) -> dict:
+    """``{system: results/metrics/eval/<system>.json or None}`` ({metric: {mean, lo, hi, n}})."""
+    import json
+    from pathlib import Path
+
+    out = {}
+    for s in systems:
+        p = Path(metrics_dir) / f"{s}.json"
+        out[s] = json.loads(p.read_text()) if p.is_file() else None
+    return out
+
+
+def ours_cell(result: Mapping | None, metric: str):
+    """(mean, lo, hi) of ``metric`` in one system's results, None if absent / NaN."""
+    if not result or not isinstance(result.get(metric), Mapping):
+        return None
+    r = result[metric]
+    mean = r.get("mean")
+    if mean is None or not np.isfinite(mean):
+        return None
+    return (float(mean), r.get("lo"), r.get("hi"))
+
+
+def ours_rows(results: Mapping, names: Mapping[str, str], metrics: Sequence[str]) -> dict:
+    """``{paper row name: {metric: (mean, lo, hi) | None}}`` for our systems ``names``."""
+    return {names[s]: {m: ours_cell(results.get(s), m) for m in metrics} for s in names}
+
+
+def paper_vs_ours_html(
+    rows_ours: Mapping, paper_rows: Mapping, metrics: Sequence[str], digits: int = 3
+) -> Html:
+    """The report stage's table layout (``pointvl.eval.report``): per metric an "(ours, 95%
+    CI)" column and a "(paper)" column (shaded grey); "no run" where we have no number."""
+    from pointvl.eval.report import PAPER_SUFFIX, _grid
+
+    header, body = _grid(rows_ours, paper_rows, metrics, digits)
+    grey = [PAPER_SUFFIX in h for h in header]
+    head = "".join(
+        f'<th style="background:#eee">{html.escape(h)}</th>' if g else f"<th>{html.escape(h)}</th>"
+        for h, g in zip(header, grey)
+    )
+    rows = "".join(
+        "<tr>" + "".join(f'<td style="background:#eee">{html.escape(c)}</td>' if g else
+                         f"<td>{html.escape(c)}</td>" for c, g in zip(r, grey)) + "</tr>"
+        for r in body
+    )  # fmt: skip
+    return Html(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def results_status_html(results: Mapping, produced_by: Mapping[str, str]) -> Html:
+    """Which of our result files exist: system, profile and n behind it, or the command to run."""
+    rows = []
+    for s, res in results.items():
+        meta = (res or {}).get("_meta") or {}
+        n = meta.get("n") or next((v.get("n") for v in (res or {}).values() if
+                                   isinstance(v, Mapping) and "n" in v), None)  # fmt: skip
+        rows.append([s, "yes" if res else "missing", meta.get("profile"), n,
+                     None if res else produced_by.get(s)])  # fmt: skip
+    return html_table(rows, ["system", "metrics file", "profile", "test samples", "produced by"])
+
+
+def paper_vs_ours_figure(
+    paper_rows: Mapping, rows_ours: Mapping, metrics: Sequence[str], title: str = ""
+):
+    """Grouped bars per metric: the paper's number (solid, labelled "paper") and ours (hatched,
+    95% CI), one group per system in the paper's order; a missing number of ours says "no run"."""
+    import matplotlib.pyplot as plt
+
+    systems = list(paper_rows) + [s for s in rows_ours if s not in paper_rows]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    x = np.arange(len(systems))
+    for ax, m in zip(axes[0], metrics):
+        paper = [(paper_rows.get(s) or {}).get(m) for s in systems]
+        ours = [(rows_ours.get(s) or {}).get(m) for s in systems]
+        ax.bar(x - 0.2, [p if p is not None else 0 for p in paper], 0.4, color="#bbbbbb",
+               label="paper")  # fmt: skip
+        for i, c in enumerate(ours):
+            if c is None:
+                ax.text(x[i] + 0.2, 0.02, "no run", rotation=90, fontsize=7, ha="center")
+                continue
+            err = [[c[0] - c[1]], [c[2] - c[0]]] if c[1] is not None else None
+            ax.bar(x[i] + 0.2, c[0], 0.4, color="#4c72b0", hatch="//", yerr=err, capsize=2,
+                   label="ours (95% CI)" if "ours (95% CI)" not in
+                   ax.get_legend_handles_labels()[1] else None)  # fmt: skip
+        ax.set_xticks(x, systems, rotation=35, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(m, fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def lambda_sweep_figure(paper_rows: Mapping, ours_by_lam: Mapping, metrics=("rpc", "iou3d")):
+    """Table 5 as curves over λ: the paper's numbers (dashed, "paper") and ours with 95% CIs
+    where a run exists (``ours_by_lam``: {"0.15": {metric: (mean, lo, hi) | None}})."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    lams = sorted((k for k in paper_rows if k[0].isdigit()), key=float)
+    for ax, m in zip(axes[0], metrics):
+        ax.plot([float(k) for k in lams], [paper_rows[k][m] for k in lams], "s--", color="gray",
+                label="paper")  # fmt: skip
+        pts = [(float(k), c[m]) for k, c in ours_by_lam.items() if (c or {}).get(m)]
+        if pts:
+            xs, cs = zip(*sorted(pts))
+            c = np.asarray(cs, dtype=float)  # (L, 3)
+            ax.errorbar(xs, c[:, 0], yerr=[c[:, 0] - c[:, 1], c[:, 2] - c[:, 0]], marker="o",
+                        capsize=3, label="ours (95% CI)")  # fmt: skip
+        else:
+            ax.text(0.5, 0.1, "ours: no run", ha="center", transform=ax.transAxes)
+        ax.set_xlabel("RPC weight λ")
+        ax.set_title(m, fontsize=9)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def prediction_values(completion: str, quant_bins: int, num_keypoints: int | None) -> dict:
+    """A completion -> the continuous geometric fields ``reprojection_figure`` draws (pixels,
+    object frame); a field that failed to parse is None (and is not drawn)."""
+    from pointvl.schema import parse_output, to_continuous
+
+    parsed = parse_output(completion, num_keypoints=num_keypoints)
+    ok = {f: (parsed.values[f] if parsed.errors.get(f) is None else None) for f in GEOMETRIC_FIELDS}
+    return to_continuous(ok, quant_bins)
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, dict]:
+    """``results/predictions/<system>.jsonl`` -> ``{uid: {uid, question, completion}}`` ({} if absent)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return {r["uid"]: r for r in rows}

@@ -1,0 +1,310 @@
+"""Seconds per RL step: TRL's unmodified ``GRPOTrainer`` vs our ``GRCATrainer`` (grca_rpc).
+
+    python benchmarks/bench_train.py [--steps 8] [--rounds 2] [--quick]
+
+Same tiny model (random 2-layer Qwen2 LM, BPE tokenizer), same rows, same seed, one process,
+one torch thread. Two settings:
+
+- ``sampled``: real sampling to ``max_completion_length`` (a random model writes no JSON,
+  so the credit path sees parse failures: the overhead floor);
+- ``scripted``: generation replaced, in *both* trainers, by the eight written completions
+  of ``pointvl.demo`` (valid and broken JSON): parsing, scoring, span alignment and routing
+  run on real targets (the overhead on realistic text).
+
+The two trainers alternate in ``rounds`` (each round trains both for ``steps`` steps); the
+statistic is the median of TRL's per-step ``step_time`` (first step of a run dropped), with
+the ratio of minima (robust to other jobs on a shared machine) and per-phase medians
+(generate + score + advantages; loss forward) beside it.
+Also: the PointVL policy's RL step (point clouds through generation and log-probs) and SFT
+samples/s at the ``tiny`` model size, peak RSS, and an estimate of the whole ``tiny`` chain.
+Writes results/bench/train.json. Target: ratio <= 1.03.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from pointvl.config import load_params
+from pointvl.credit import CreditConfig
+from pointvl.io import atomic_write_json
+from pointvl.train.grca_trainer import GRCATrainer, SequenceReward
+from pointvl.train.tiny import scripted_completions, tiny_lm, tiny_rows, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+G = 8
+
+
+class Timed:
+    """Times the two phases of a step: generate + score (+ advantages), and the loss."""
+
+    def _generate_and_score_completions(self, inputs):
+        t0 = time.perf_counter()
+        out = super()._generate_and_score_completions(inputs)
+        self.phase_times["generate_and_score"].append(time.perf_counter() - t0)
+        return out
+
+    def _compute_loss(self, model, inputs):
+        t0 = time.perf_counter()
+        loss = super()._compute_loss(model, inputs)
+        self.phase_times["loss_forward"].append(time.perf_counter() - t0)
+        return loss
+
+
+class Scripted(Timed):
+    script: list[list[int]] = []
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kw):
+        return [list(self.script[i % len(self.script)]) for i in range(len(prompt_ids))], None
+
+
+class ScriptedTRL(Scripted, GRPOTrainer):
+    pass
+
+
+class ScriptedGRCA(Scripted, GRCATrainer):
+    pass
+
+
+class TimedTRL(Timed, GRPOTrainer):
+    pass
+
+
+class TimedGRCA(Timed, GRCATrainer):
+    pass
+
+
+def grpo_args(out: str, steps: int, max_len: int) -> GRPOConfig:
+    return GRPOConfig(
+        output_dir=out,
+        per_device_train_batch_size=2 * G,
+        num_generations=G,
+        max_completion_length=max_len,
+        max_steps=steps,
+        learning_rate=1e-5,
+        logging_steps=1,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        loss_type="grpo",
+    )
+
+
+def run_one(kind, scripted, model, tok, rows, script, steps, max_len, phases) -> list[float]:
+    """Train ``steps`` steps; per-step times (TRL's ``step_time``), first dropped."""
+    with tempfile.TemporaryDirectory() as out:
+        args = grpo_args(out, steps, max_len)
+        ds = Dataset.from_list(rows)
+        m = copy.deepcopy(model)
+        if kind == "trl":
+            cls = ScriptedTRL if scripted else TimedTRL
+            t = cls(
+                m,
+                reward_funcs=[SequenceReward(100)],
+                args=args,
+                train_dataset=ds,
+                processing_class=tok,
+            )
+        else:
+            cls = ScriptedGRCA if scripted else TimedGRCA
+            t = cls(m, args=args, train_dataset=ds, processing_class=tok, variant="grca_rpc",
+                    credit=CreditConfig(lam=0.15), quant_bins=100)  # fmt: skip
+        t.script = script
+        t.phase_times = {"generate_and_score": [], "loss_forward": []}
+        torch.manual_seed(0)
+        t.train()
+    for k, v in t.phase_times.items():
+        phases[k] += v[1:]
+    times = [r["step_time"] for r in t.state.log_history if "step_time" in r]
+    return times[1:]
+
+
+def compare(scripted: bool, model, tok, rows, steps: int, rounds: int, max_len: int) -> dict:
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    texts = scripted_completions(rows[0]["target"], 100)
+    script = [tok(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
+    times = {"trl": [], "grca_rpc": []}
+    phases = {k: {"generate_and_score": [], "loss_forward": []} for k in times}
+    for _ in range(rounds):
+        for kind in times:
+            times[kind] += run_one(
+                kind, scripted, model, tok, rows, script, steps, max_len, phases[kind]
+            )
+    med = {k: statistics.median(v) for k, v in times.items()}
+    low = {k: min(v) for k, v in times.items()}
+    phase_med = {k: {p: statistics.median(v) for p, v in ph.items()} for k, ph in phases.items()}
+    return {
+        "trl_grpo_s_per_step": med["trl"],
+        "grca_rpc_s_per_step": med["grca_rpc"],
+        "ratio": med["grca_rpc"] / med["trl"],
+        "ratio_of_minima": low["grca_rpc"] / low["trl"],
+        "phase_median_s": phase_med,
+        "steps_measured": {k: len(v) for k, v in times.items()},
+        "trl_all": times["trl"],
+        "grca_rpc_all": times["grca_rpc"],
+    }
+
+
+def pointvl_rl_step(model_cfg, max_len: int, steps: int) -> dict:
+    """The PointVL policy at the given size: s/step of GRCATrainer (grca_rpc), G=8, 2 prompts."""
+    from pointvl.demo import demo_target
+    from pointvl.model.policy import build_tiny_policy
+
+    tok = tiny_tokenizer()
+    model, proc = build_tiny_policy(tok, model_cfg)
+    model.generation_config.eos_token_id = proc.eos_token_ids
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        img = proc.prepare_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
+        rows.append({
+            "prompt": proc.prompt_text("Locate the object in 2D and 3D."),
+            "target": demo_target(i),
+            "point_clouds": rng.uniform(-0.5, 0.5, (model_cfg.num_points, 6)).astype(np.float32),
+            "pixel_values": img["pixel_values"].numpy(),
+            "image_grid_thw": img["image_grid_thw"].numpy(),
+        })  # fmt: skip
+    with tempfile.TemporaryDirectory() as out:
+        args = grpo_args(out, steps, max_len)
+        args.generation_kwargs = {
+            "suppress_tokens": [model.config.image_token_id, model.config.point_token_id]
+        }
+        t = GRCATrainer(
+            model, args=args, train_dataset=Dataset.from_list(rows), processing_class=proc.tokenizer,
+            variant="grca_rpc", model_input_keys=("point_clouds", "pixel_values", "image_grid_thw"),
+            concat_keys=("pixel_values", "image_grid_thw"),
+        )  # fmt: skip
+        t.train()
+    times = [r["step_time"] for r in t.state.log_history if "step_time" in r][1:]
+    lengths = [
+        r["completions/mean_length"] for r in t.state.log_history if "completions/mean_length" in r
+    ]
+    return {
+        "s_per_step": statistics.median(times),
+        "mean_completion_tokens": float(np.mean(lengths)),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def sft_throughput(model_cfg, batch: int, steps: int) -> dict:
+    """SFT samples/s of the PointVL policy on synthetic samples (target JSON of demo objects)."""
+    from pointvl.demo import demo_target
+    from pointvl.model.policy import build_tiny_policy
+    from pointvl.schema import format_target
+    from pointvl.train.config import SFTConfig
+    from pointvl.train.sft import SFTSamples, build_sft_trainer, sft_training_args
+
+    tok = tiny_tokenizer()
+    model, proc = build_tiny_policy(tok, model_cfg)
+    rng = np.random.default_rng(0)
+    samples = [
+        {
+            "points": rng.uniform(-0.5, 0.5, (model_cfg.num_points, 6)).astype(np.float32),
+            "image": rng.integers(0, 256, (112, 112, 3), dtype=np.uint8),
+            "question": "Locate the object in 2D and 3D.",
+            "target": format_target(demo_target(i)),
+        }
+        for i in range(batch * (steps + 1))
+    ]
+    cfg = SFTConfig(
+        per_device_batch_size=batch, max_steps=steps + 1, logging_steps=1, save_steps=10**6
+    )
+    with tempfile.TemporaryDirectory() as out:
+        args = sft_training_args(cfg, out, save_strategy="no", report_to=[])
+        tr = build_sft_trainer(model, proc, SFTSamples(samples, proc), args)
+        t0 = time.perf_counter()
+        stamps = []
+
+        class Stamp(__import__("transformers").TrainerCallback):
+            def on_step_end(self, *a, **k):
+                stamps.append(time.perf_counter())
+
+        tr.add_callback(Stamp())
+        tr.train()
+    per_step = float(np.median(np.diff([t0, *stamps])[1:]))
+    return {"batch": batch, "s_per_step": per_step, "samples_per_s": batch / per_step}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--quick", action="store_true", help="fewer steps, skip the PointVL parts")
+    ap.add_argument("--out", default=str(ROOT / "results/bench/train.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.quick:
+        args.steps, args.rounds = 3, 1
+
+    tok = tiny_tokenizer()
+    model = tiny_lm(tok)
+    rows = tiny_rows(64, tok)
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch_threads": torch.get_num_threads(),
+            "device": "cpu",
+        },  # fmt: skip
+        "setting": {
+            "G": G,
+            "prompts_per_step": 2,
+            "max_completion_length": args.max_len,
+            "model": "Qwen2ForCausalLM 2 layers, hidden 64 (random)",
+            "steps_per_run": args.steps,
+            "rounds": args.rounds,
+        },  # fmt: skip
+        "scripted": compare(True, model, tok, rows, args.steps, args.rounds, args.max_len),
+        "sampled": compare(False, model, tok, rows, args.steps, args.rounds, args.max_len),
+        "target_ratio": 1.03,
+    }
+    if not args.quick:
+        from pointvl.model import ModelConfig
+
+        merged = load_params(ROOT / "params.yaml", "tiny")
+        model_cfg = dataclasses.replace(ModelConfig(), **merged.get("model", {}))
+        rl = merged["rl"]
+        sft = merged["sft"]
+        pv = pointvl_rl_step(model_cfg, rl["max_completion_length"], steps=4)
+        st = sft_throughput(model_cfg, batch=sft["per_device_batch_size"], steps=4)
+        sft_s = sft["max_steps"] * st["s_per_step"]
+        rl_s = rl["max_steps"] * pv["s_per_step"]
+        result["pointvl_tiny"] = {
+            "rl_grca_rpc": pv,
+            "sft": st,
+            "chain_estimate_s": {
+                "sft": sft_s,
+                "rl_per_variant_upper": rl_s,
+                "total_upper": sft_s + 4 * rl_s,
+                "note": "RL upper bound: an untrained policy samples max_completion_length "
+                "tokens every time; a trained one stops at the end of the JSON",
+            },
+        }
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    atomic_write_json(args.out, result)
+    for k in ("scripted", "sampled"):
+        r = result[k]
+        print(f"{k}: TRL {r['trl_grpo_s_per_step']:.4f} s/step, grca_rpc "
+              f"{r['grca_rpc_s_per_step']:.4f} s/step, ratio {r['ratio']:.3f}")  # fmt: skip
+    if "pointvl_tiny" in result:
+        print(result["pointvl_tiny"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""RL on the PointVL policy: dataset rows for ``GRCATrainer``, its arguments, and the
+budget-matched SFT baseline.
+
+Rows are small: ``prompt`` (text with the point / image placeholders), ``target`` (the reward
+target of ``pointvl.rewards``: boxes, keypoints, camera, answer, description) and ``index``
+into the ``PointVLDataset``. ``PointVLInputs`` turns a batch of rows into the policy's extra
+inputs (``point_clouds`` (B, N, C), ``pixel_values`` (B * patches, d), ``image_grid_thw``
+(B, 3)) by looking the sample up, so point clouds never pass through Arrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from trl import GRPOConfig
+
+from pointvl.credit import CreditConfig
+from pointvl.train.grca_trainer import GRCATrainer
+
+TARGET_KEYS = ("bbox2d", "bbox3d", "kpts2d", "kpts3d", "K", "R", "t")
+
+
+def reward_target(sample: Mapping[str, Any]) -> dict:
+    """The continuous ground truth a completion is scored against (JSON-able lists)."""
+    out = {k: torch.as_tensor(sample[k]).tolist() for k in TARGET_KEYS}
+    out["answer"] = str(sample.get("answer", ""))
+    out["description"] = str(sample.get("description", ""))
+    return out
+
+
+def rl_rows(dataset, processor, limit: int = 0) -> list[dict]:
+    """One row per dataset sample (the first ``limit`` if > 0)."""
+    n = len(dataset) if not limit else min(limit, len(dataset))
+    rows = []
+    for i in range(n):
+        s = dataset[i]
+        rows.append(
+            {"prompt": processor.prompt_text(s["question"]), "target": reward_target(s), "index": i}
+        )
+    return rows
+
+
+class PointVLInputs:
+    """rows -> B-first extra inputs of the PointVL policy, looked up by ``row["index"]``."""
+
+    keys = ("point_clouds", "pixel_values", "image_grid_thw")
+    concat_keys = ("pixel_values", "image_grid_thw")
+
+    def __init__(self, dataset, processor, cache_size: int = 512):
+        self.dataset = dataset
+        self.processor = processor
+        self.cache_size = cache_size
+        self._cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def one(self, index: int) -> dict[str, torch.Tensor]:
+        if index not in self._cache:
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))  # oldest first
+            s = self.dataset[index]
+            img = self.processor.prepare_image(
+                s["image"].numpy() if torch.is_tensor(s["image"]) else s["image"]
+            )
+            self._cache[index] = {
+                "point_clouds": self.processor.prepare_points(s["points"]),  # (N, C)
+                "pixel_values": img["pixel_values"],  # (patches, d)
+                "image_grid_thw": img["image_grid_thw"],  # (1, 3)
+            }
+        return self._cache[index]
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        per_row = [self.one(int(r["index"])) for r in rows]
+        return {k: torch.stack([p[k] for p in per_row]) for k in self.keys}  # (B, ...)
+
+
+def grpo_args(cfg, out_dir, suppress_tokens: Sequence[int] = (), **overrides) -> GRPOConfig:
+    """``GRPOConfig`` of the RL recipe (section ``rl``): G, clip ε, β, constant lr."""
+    from pointvl.train.sft import _report_to
+
+    kw = dict(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        epsilon=cfg.epsilon,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        max_steps=cfg.max_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        report_to=_report_to(),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        generation_kwargs={"suppress_tokens": list(suppress_tokens)} if suppress_tokens else None,
+    )
+    kw.update(overrides)
+    return GRPOConfig(**kw)
+
+
+def build_rl_trainer(
+    model, processor, dataset, rows, cfg, args, quant_bins, num_keypoints, callbacks=()
+):
+    """``GRCATrainer`` for ``cfg.variant`` on the PointVL policy."""
+    from datasets import Dataset
+
+    from pointvl.train.sft import CompleteMarker
+
+    inputs = PointVLInputs(dataset, processor)
+    return GRCATrainer(
+        model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor.tokenizer,
+        variant=cfg.variant,
+        credit=CreditConfig(background=cfg.background, lam=cfg.lam),
+        quant_bins=quant_bins,
+        num_keypoints=num_keypoints,
+        model_input_keys=inputs.keys,
+        concat_keys=inputs.concat_keys,
+        model_inputs_fn=inputs,
+        callbacks=[CompleteMarker(), *callbacks],
+    )

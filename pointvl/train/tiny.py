@@ -1,0 +1,72 @@
+"""A tiny, offline RL setting for tests and the benchmark: BPE + random causal LM + rows.
+
+Nothing here is downloaded: the tokenizer is trained on written target JSONs
+(``pointvl.demo``) and the model is a randomly initialised 2-layer ``Qwen2ForCausalLM``
+(``tiny_lm``) or the PointVL policy (``pointvl.model.policy.build_tiny_policy``). Rows follow
+the ``GRCATrainer`` contract: ``prompt`` (text), ``target`` (reward target, see
+``pointvl.rewards``) and, optionally, model-input columns such as ``point_clouds``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from pointvl.demo import demo_completions, demo_target
+from pointvl.model.tokenizer import train_bpe_tokenizer
+from pointvl.schema import format_target
+
+QUESTION = "Locate the object in 2D and 3D."
+
+
+def tiny_tokenizer(quant_bins: int = 100, corpus: int = 60, vocab_size: int = 400, seed: int = 0):
+    """A byte-level BPE trained on ``corpus`` written target JSONs (seeded)."""
+    texts = [format_target(demo_target(seed + 1 + i), quant_bins) for i in range(corpus)]
+    texts += [QUESTION, "Sure. Here is the structured answer:"]
+    return train_bpe_tokenizer(texts, vocab_size=vocab_size)
+
+
+def tiny_lm(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0) -> Qwen2ForCausalLM:
+    """A random 2-layer Qwen2 causal LM sized for the tokenizer; ends turns at ``<|im_end|>``."""
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config.eos_token_id = [
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        tokenizer.eos_token_id,
+    ]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def tiny_rows(n: int, tokenizer, seed: int = 0, num_points: int | None = None) -> list[dict]:
+    """``n`` RL rows: chat prompt, reward target, optional random ``point_clouds`` (N, 6)."""
+    rng = np.random.default_rng(seed)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True
+    )
+    rows = []
+    for i in range(n):
+        row = {"prompt": prompt, "target": demo_target(seed + 1000 + i)}
+        if num_points:
+            row["point_clouds"] = rng.uniform(-0.5, 0.5, (num_points, 6)).astype(np.float32)
+        rows.append(row)
+    return rows
+
+
+def scripted_completions(target: dict, quant_bins: int, seed: int = 0) -> list[str]:
+    """The eight written completions of ``pointvl.demo`` (Sec. 3.7 cases) for ``target``."""
+    return demo_completions(target, quant_bins, seed=seed)

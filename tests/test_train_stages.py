@@ -1,0 +1,207 @@
+"""The sft and rl stages on the smoke profile (subprocess CLIs), config errors, --resume.
+
+A smoke dataset and tokenizer are built once into a temp folder; a temp params.yaml (the
+repo's, with every output path of the smoke profile redirected there) drives the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pointvl.config import ConfigError, load_section
+from pointvl.train.config import RLConfig, SFTConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, cwd=ROOT, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def write_params(tmp: Path, **extra) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["profile"] = "smoke"
+    smoke = raw.setdefault("overrides", {}).setdefault("smoke", {}) or {}
+    raw["overrides"]["smoke"] = smoke
+    paths = {
+        "build_dataset": {"out_dir": str(tmp / "data"), "metrics": str(tmp / "m/build.json")},
+        "train_tokenizer": {
+            "data_dir": str(tmp / "data"),
+            "out_dir": str(tmp / "tok"),
+            "metrics": str(tmp / "m/tok.json"),
+        },
+        "sft": {
+            "data_dir": str(tmp / "data"),
+            "tokenizer_dir": str(tmp / "tok"),
+            "out_dir": str(tmp / "sft"),
+            "log_dir": str(tmp / "logs/sft"),
+            "metrics": str(tmp / "m/sft.json"),
+        },
+        "rl": {
+            "data_dir": str(tmp / "data"),
+            "sft_checkpoint": str(tmp / "sft/final"),
+            "out_dir": str(tmp / "rl/{variant}"),
+            "log_dir": str(tmp / "logs/rl_{variant}"),
+            "metrics": str(tmp / "m/rl_{variant}.json"),
+        },
+    }
+    for section, values in paths.items():
+        smoke.setdefault(section, {}).update(values)
+    for section, values in extra.items():
+        smoke.setdefault(section, {}).update(values)
+    path = tmp / f"params_{len(list(tmp.glob('params_*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stages")
+    params = write_params(tmp)
+    cli(
+        "pointvl.stages.build_dataset",
+        "--params",
+        str(params),
+        "--out",
+        str(tmp / "data"),
+        "--no-progress",
+    )
+    cli("pointvl.stages.train_tokenizer", "--params", str(params), "--data", str(tmp / "data"),
+        "--out", str(tmp / "tok"))  # fmt: skip
+    cli("pointvl.stages.sft", "--params", str(params))
+    return tmp, params
+
+
+def test_sft_stage_writes_final_model_logs_and_metrics(built):
+    tmp, _ = built
+    assert (tmp / "sft/final/config.json").is_file()
+    assert (tmp / "sft/final/pointvl_processor.json").is_file()
+    metrics = json.loads((tmp / "m/sft.json").read_text())
+    assert metrics["steps"] == 4 and metrics["train_loss"] > 0
+    lines = (tmp / "logs/sft/log.jsonl").read_text().splitlines()
+    assert any("loss" in json.loads(x) for x in lines)
+    assert (tmp / "logs/sft/log.csv").read_text().startswith("step,")
+    assert list((tmp / "sft").glob("checkpoint-*/COMPLETE"))
+
+
+@pytest.mark.parametrize("variant", ["grca_rpc", "sft_budget"])
+def test_rl_stage_runs_each_kind_of_variant(built, variant):
+    tmp, params = built
+    cli("pointvl.stages.rl", "--params", str(params), "--variant", variant)
+    metrics = json.loads((tmp / f"m/rl_{variant}.json").read_text())
+    assert metrics["variant"] == variant and metrics["steps"] == 2
+    assert (tmp / f"rl/{variant}/final/config.json").is_file()
+    if variant != "sft_budget":
+        rec = [
+            json.loads(x) for x in (tmp / f"logs/rl_{variant}/log.jsonl").read_text().splitlines()
+        ]
+        assert any("reward/bbox3d" in r and "spans/parse_fail_frac" in r for r in rec)
+
+
+def test_sft_resume_ends_with_the_same_weights(built, monkeypatch):
+    """Crash after step 3 of 6, ``--resume`` from checkpoint-2: bitwise the same final weights."""
+    from safetensors.torch import load_file
+
+    from pointvl.stages import sft as stage
+    from pointvl.train import sft as train_sft
+
+    tmp, _ = built
+    straight = write_params(
+        tmp, sft={"out_dir": str(tmp / "a"), "max_steps": 6, "metrics": str(tmp / "m/a.json")}
+    )
+    stage.main(["--params", str(straight)])
+    broken = write_params(
+        tmp, sft={"out_dir": str(tmp / "b"), "max_steps": 6, "metrics": str(tmp / "m/b.json")}
+    )
+    orig = train_sft.build_sft_trainer
+    monkeypatch.setattr(
+        stage, "build_sft_trainer", lambda *a: orig(*a[:4], [*a[4], train_sft.StopAfter(3)])
+    )
+    with pytest.raises(KeyboardInterrupt, match="stopped after step 3"):
+        stage.main(["--params", str(broken)])
+    assert not (tmp / "b/final").exists()
+    monkeypatch.setattr(stage, "build_sft_trainer", orig)
+    stage.main(["--params", str(broken), "--resume"])
+    assert json.loads((tmp / "m/b.json").read_text())["resumed_from"].endswith("checkpoint-2")
+    a = load_file(tmp / "a/final/model.safetensors")
+    b = load_file(tmp / "b/final/model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_bad_configs_fail_before_work_naming_the_field(built, tmp_path, capsys):
+    from pointvl.stages import rl as stage
+
+    tmp, _ = built
+    cases = [
+        ({"rl": {"variant": "ppo"}}, "rl.variant='ppo'.*grpo.*grca.*grca_rpc.*sft_budget"),
+        ({"rl": {"lam": 1.5}}, r"rl.lam=1.5.*\[0, 1\]"),
+        ({"rl": {"num_generations": 1}}, "rl.num_generations=1.*>= 2"),
+        ({"rl": {"sft_checkpoint": str(tmp_path / "none")}}, "rl.sft_checkpoint=.*none"),
+        ({"rl": {"background": "mean"}}, "rl.background='mean'.*seq.*zero"),
+    ]
+    for extra, pattern in cases:
+        params = write_params(tmp, **extra)
+        with pytest.raises(SystemExit) as exc:
+            stage.main(["--params", str(params)])
+        assert re.search(pattern, str(exc.value)), (pattern, str(exc.value))
+    # CLI overrides are validated too
+    with pytest.raises(SystemExit, match=r"rl.lam=-0.1"):
+        stage.main(["--params", str(write_params(tmp)), "--lam", "-0.1"])
+
+
+def test_dataset_of_another_profile_is_rejected(built, tmp_path):
+    tmp, params = built
+    manifest = json.loads((tmp / "data/manifest.json").read_text())
+    other = tmp_path / "data"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({**manifest, "profile": "paper"}))
+    cfg = load_section(params, "sft", SFTConfig).resolved("smoke")
+    cfg.data_dir = str(other)
+    with pytest.raises(ConfigError, match="sft.data_dir=.*profile 'paper'.*'smoke'"):
+        cfg.check_inputs("smoke")
+    rl = load_section(params, "rl", RLConfig).resolved("smoke")
+    with pytest.raises(ConfigError, match="rl.sft_checkpoint"):
+        RLConfig(sft_checkpoint=str(tmp_path / "x"), data_dir=rl.data_dir).check_inputs("smoke")
+
+
+@pytest.mark.slow
+def test_rl_stage_under_deepspeed_zero3_with_two_cpu_processes(built, tmp_path_factory):
+    """The distributed path: ``accelerate launch`` zero3.yaml, 2 processes, gloo, grca, 2 steps."""
+    pytest.importorskip("deepspeed")
+    tmp, params = built
+    ext = tmp_path_factory.getbasetemp().parent / "torch_extensions"  # JIT op cache (~30 s once)
+    env = {**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(ext)}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ROOT / "configs/accelerate/zero3.yaml"),
+        "--num_processes", "2", "--mixed_precision", "no",
+        "-m", "pointvl.stages.rl", "--params", str(params), "--variant", "grca",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    metrics = json.loads((tmp / "m/rl_grca.json").read_text())
+    assert metrics["steps"] == 2 and metrics["variant"] == "grca"
+    # the final weights are whole (gathered from the ZeRO-3 shards), equal to the last checkpoint
+    from safetensors.torch import load_file
+
+    final = load_file(tmp / "rl/grca/final/model.safetensors")
+    ckpt = load_file(tmp / "rl/grca/checkpoint-2/model.safetensors")
+    sft = load_file(tmp / "sft/final/model.safetensors")
+    assert final.keys() == sft.keys()
+    for k in final:
+        assert final[k].shape == sft[k].shape and torch.equal(final[k], ckpt[k]), k
