@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pointvl.demo import random_geometry  # noqa: E402
 from pointvl.model import (  # noqa: E402
     ModelConfig,
     PointVLForConditionalGeneration,
@@ -37,19 +38,8 @@ from pointvl.schema import format_target  # noqa: E402
 
 def synthetic_sample(seed: int, num_points: int) -> dict:
     rng = np.random.default_rng(seed)
-    lo, hi = rng.uniform(-0.45, -0.05, 3), rng.uniform(0.05, 0.45, 3)
-    lo2 = rng.uniform(0, 40, 2)
-    hi2 = lo2 + rng.uniform(20, 60, 2)
-    target = format_target(
-        {
-            "answer": "chair",
-            "description": "a chair with four legs",
-            "bbox2d": np.r_[lo2, hi2],
-            "bbox3d": np.r_[lo, hi],
-            "kpts2d": rng.uniform(lo2, hi2, (16, 2)),
-            "kpts3d": rng.uniform(lo, hi, (16, 3)),
-        }
-    )
+    geometry = random_geometry(rng, 16, px_origin=(0, 40), px_size=(20, 60))
+    target = format_target({"answer": "chair", "description": "a chair with four legs", **geometry})
     return {
         "points": rng.uniform(-0.5, 0.5, (num_points, 6)).astype(np.float32),
         "image": rng.integers(0, 256, (112, 112, 3), dtype=np.uint8),
@@ -135,17 +125,8 @@ def bench_tiny(steps: int, new_tokens: int, batch_size: int = 8) -> dict:
 
 def _gt(i: int) -> dict:
     rng = np.random.default_rng(1000 + i)
-    lo, hi = rng.uniform(-0.45, -0.05, 3), rng.uniform(0.05, 0.45, 3)
-    lo2 = rng.uniform(0, 40, 2)
-    hi2 = lo2 + rng.uniform(20, 60, 2)
-    return {
-        "answer": "chair",
-        "description": "a chair with four legs",
-        "bbox2d": np.r_[lo2, hi2],
-        "bbox3d": np.r_[lo, hi],
-        "kpts2d": rng.uniform(lo2, hi2, (16, 2)),
-        "kpts3d": rng.uniform(lo, hi, (16, 3)),
-    }
+    geometry = random_geometry(rng, 16, px_origin=(0, 40), px_size=(20, 60))
+    return {"answer": "chair", "description": "a chair with four legs", **geometry}
 
 
 def bench_paper_params() -> dict:

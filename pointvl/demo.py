@@ -100,3 +100,26 @@ def _drop_number(text: str, field: str) -> str:
     comma = text.index(",", start)
     close = text.index("]", comma)
     return text[: comma + 1] + " " + text[close:]
+
+
+def random_geometry(
+    rng: np.random.Generator,
+    num_keypoints: int = NUM_KEYPOINTS,
+    px_origin: tuple[float, float] = (0.0, 40.0),
+    px_size: tuple[float, float] = (20.0, 60.0),
+) -> dict:
+    """Random but well-formed continuous geometry: boxes and keypoints inside them.
+
+    bbox3d inside the unit cube (object frame), bbox2d with its corner drawn in ``px_origin``
+    and its size in ``px_size`` (pixels); keypoints uniform inside their box. Draw order is
+    fixed (3D box, 2D box, 2D keypoints, 3D keypoints), so a seed gives the same sample.
+    """
+    lo3, hi3 = rng.uniform(-0.45, -0.05, 3), rng.uniform(0.05, 0.45, 3)
+    lo2 = rng.uniform(*px_origin, 2)
+    hi2 = lo2 + rng.uniform(*px_size, 2)
+    return {
+        "bbox2d": np.r_[lo2, hi2],
+        "bbox3d": np.r_[lo3, hi3],
+        "kpts2d": rng.uniform(lo2, hi2, (num_keypoints, 2)),
+        "kpts3d": rng.uniform(lo3, hi3, (num_keypoints, 3)),
+    }

@@ -15,18 +15,14 @@ os.environ.setdefault("POINTVL_PROFILE", "smoke")
 
 def make_sample(seed: int = 0, num_keypoints: int = 16) -> dict:
     """A random but well-formed continuous ground-truth sample (pixels / object frame)."""
+    from pointvl.demo import random_geometry
+
     rng = np.random.default_rng(seed)
-    lo3 = rng.uniform(-0.45, -0.05, 3)
-    hi3 = rng.uniform(0.05, 0.45, 3)
-    lo2 = rng.uniform(0, 100, 2)
-    hi2 = lo2 + rng.uniform(20, 120, 2)
+    geometry = random_geometry(rng, num_keypoints, px_origin=(0, 100), px_size=(20, 120))
     return {
         "answer": str(rng.choice(["chair", "table", "mug", "lamp"])),
         "description": "a small object with four legs and a flat top",
-        "bbox2d": np.concatenate([lo2, hi2]),
-        "bbox3d": np.concatenate([lo3, hi3]),
-        "kpts2d": rng.uniform(lo2, hi2, (num_keypoints, 2)),
-        "kpts3d": rng.uniform(lo3, hi3, (num_keypoints, 3)),
+        **geometry,
     }
 
 

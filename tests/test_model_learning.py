@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pointvl.demo import random_geometry
 from pointvl.model import ModelConfig, train_bpe_tokenizer
 from pointvl.model.policy import build_tiny_policy
 from pointvl.schema import format_target, parse_output
@@ -21,24 +22,13 @@ QUESTION = "Locate the object."
 def informative_sample(seed: int) -> dict:
     """Points drawn inside the 3D box, the 2D box painted into the image: inputs determine boxes."""
     rng = np.random.default_rng(seed)
-    lo, hi = rng.uniform(-0.45, -0.05, 3), rng.uniform(0.05, 0.45, 3)
-    lo2 = rng.uniform(0, 20, 2)
-    hi2 = lo2 + rng.uniform(15, 30, 2)
-    target = format_target(
-        {
-            "answer": "box",
-            "description": "a box",
-            "bbox2d": np.r_[lo2, hi2],
-            "bbox3d": np.r_[lo, hi],
-            "kpts2d": rng.uniform(lo2, hi2, (M, 2)),
-            "kpts3d": rng.uniform(lo, hi, (M, 3)),
-        },
-        num_keypoints=M,
-    )
+    geometry = random_geometry(rng, M, px_origin=(0, 20), px_size=(15, 30))
+    lo, hi = geometry["bbox3d"][:3], geometry["bbox3d"][3:]
+    target = format_target({"answer": "box", "description": "a box", **geometry}, num_keypoints=M)
     xyz = rng.uniform(lo, hi, (256, 3))
     normals = rng.normal(size=(256, 3))
     image = np.zeros((56, 56, 3), dtype=np.uint8)
-    x1, y1, x2, y2 = np.round(np.r_[lo2, hi2]).astype(int)
+    x1, y1, x2, y2 = np.round(geometry["bbox2d"]).astype(int)
     image[y1:y2, x1:x2] = 255
     return {
         "points": np.c_[xyz, normals].astype(np.float32),

@@ -15,6 +15,7 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
 )
 
+from pointvl.demo import random_geometry
 from pointvl.model import (
     ModelConfig,
     PointBertConfig,
@@ -37,19 +38,8 @@ QUESTIONS = ["Where is the chair?", "Describe the object and locate it in 3D, pl
 def synthetic_sample(seed: int) -> dict:
     """Random points / image and a target JSON written by ``format_target`` from random boxes."""
     rng = np.random.default_rng(seed)
-    lo, hi = rng.uniform(-0.45, -0.05, 3), rng.uniform(0.05, 0.45, 3)
-    lo2 = rng.uniform(0, 40, 2)
-    hi2 = lo2 + rng.uniform(20, 60, 2)
-    target = format_target(
-        {
-            "answer": "chair",
-            "description": "a small chair",
-            "bbox2d": np.r_[lo2, hi2],
-            "bbox3d": np.r_[lo, hi],
-            "kpts2d": rng.uniform(lo2, hi2, (16, 2)),
-            "kpts3d": rng.uniform(lo, hi, (16, 3)),
-        }
-    )
+    geometry = random_geometry(rng, 16, px_origin=(0, 40), px_size=(20, 60))
+    target = format_target({"answer": "chair", "description": "a small chair", **geometry})
     return {
         "points": rng.uniform(-0.5, 0.5, (1024, 6)).astype(np.float32),
         "image": rng.integers(0, 256, (90, 120, 3), dtype=np.uint8),
