@@ -24,7 +24,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from pointvl.data.cameras import sample_camera  # noqa: E402
 from pointvl.data.render import RENDERERS, Material, identity_appearance  # noqa: E402
 from pointvl.data.sampling import farthest_point_sampling, sample_points  # noqa: E402
 from pointvl.geometry import iou_2d, reprojected_footprint  # noqa: E402
+from pointvl.io import atomic_dir  # noqa: E402
 from pointvl.schema import format_target  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -367,10 +367,6 @@ def build(
     cfg.validate()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     t0 = time.perf_counter()
     specs, option_pool = plan_instances(cfg)
     skipped: Counter = Counter()
@@ -405,7 +401,8 @@ def build(
             if len(buffers[spec.split]) >= cfg.shard_size:
                 flush(spec.split)
 
-    try:
+    # built in a temporary folder that replaces ``out`` only when complete (pointvl.io)
+    with atomic_dir(out) as tmp:
         if cfg.workers == 1:
             _init_worker(cfg, quant_bins, option_pool)
             consume(map(_run, specs))
@@ -451,12 +448,6 @@ def build(
             "content_hash": content_hash(tmp),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     elapsed = time.perf_counter() - t0
     done = sum(m["count"] for m in manifest["splits"].values())
     return {
