@@ -76,7 +76,7 @@ class PointVLInputs:
 
 def grpo_args(cfg, out_dir, suppress_tokens: Sequence[int] = (), **overrides) -> GRPOConfig:
     """``GRPOConfig`` of the RL recipe (section ``rl``): G, clip ε, β, constant lr."""
-    from pointvl.train.sft import _report_to
+    from pointvl.train.sft import common_training_kwargs
 
     kw = dict(
         output_dir=str(out_dir),
@@ -92,17 +92,7 @@ def grpo_args(cfg, out_dir, suppress_tokens: Sequence[int] = (), **overrides) ->
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         max_steps=cfg.max_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps,
-        bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        report_to=_report_to(),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
+        **common_training_kwargs(cfg),
         generation_kwargs={"suppress_tokens": list(suppress_tokens)} if suppress_tokens else None,
     )
     kw.update(overrides)

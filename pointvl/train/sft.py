@@ -137,6 +137,23 @@ def last_complete_checkpoint(out_dir: str | Path, clean: bool = True) -> str | N
     return None
 
 
+def common_training_kwargs(cfg) -> dict:
+    """The arguments SFT and RL share: checkpoints, logging, precision, seeds, device."""
+    return dict(
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        report_to=_report_to(),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+
+
 def sft_training_args(cfg, out_dir: str | Path, max_steps: int | None = None, **overrides):
     """``TrainingArguments`` of the SFT recipe (section ``sft``); ``overrides`` win."""
     kw = dict(
@@ -150,19 +167,9 @@ def sft_training_args(cfg, out_dir: str | Path, max_steps: int | None = None, **
         weight_decay=cfg.weight_decay,
         num_train_epochs=cfg.epochs,
         max_steps=max_steps if max_steps is not None else cfg.max_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps,
-        bf16=cfg.bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
         dataloader_num_workers=cfg.num_workers,
         remove_unused_columns=False,
-        report_to=_report_to(),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
+        **common_training_kwargs(cfg),
     )
     kw.update(overrides)
     return TrainingArguments(**kw)
