@@ -1,11 +1,13 @@
 """DVC stage ``evaluate``: one trained system on the test split, metrics with 95% CIs.
 
     python -m pointvl.stages.evaluate --params params.yaml --system grca_rpc [--profile smoke]
+    python -m pointvl.stages.evaluate --system grca_seed1 --checkpoint checkpoints/tiny/rl/grca_seed1/final
 
 checkpoint -> greedy generation (``pointvl.eval.generate``) -> ``results/predictions/<system>.jsonl``
 -> ``pointvl.eval.metrics.evaluate`` -> ``results/metrics/eval/<system>.json``. The saved
 predictions let anyone recompute every number without a model
-(``python -m pointvl.stages.evaluate --system X --from-predictions``).
+(``python -m pointvl.stages.evaluate --system X --from-predictions``). Sweep points and seed
+repeats are not listed in ``evaluate.systems``: their stages pass ``--checkpoint``.
 """
 
 from __future__ import annotations
@@ -52,14 +54,22 @@ class EvaluateConfig:
             raise ConfigError(f"evaluate.n_boot={self.n_boot}: expected >= 100")
 
 
-def run(cfg: EvaluateConfig, system: str, profile: str, from_predictions: bool = False) -> dict:
+def run(
+    cfg: EvaluateConfig,
+    system: str,
+    profile: str,
+    from_predictions: bool = False,
+    checkpoint: str | None = None,
+) -> dict:
     from pointvl.eval.metrics import evaluate
     from pointvl.eval.targets import load_targets
 
-    if system not in cfg.systems:
+    if checkpoint is not None:
+        cfg = dataclasses.replace(cfg, systems={**cfg.systems, system: checkpoint})
+    if system not in cfg.systems and not from_predictions:
         raise ConfigError(
             f"evaluate: unknown system {system!r}; params.yaml evaluate.systems has "
-            f"{sorted(cfg.systems)}"
+            f"{sorted(cfg.systems)} (or pass --checkpoint)"
         )
     data_dir = cfg.data_dir.format(profile=profile)
     targets, _, quant_bins = load_targets(data_dir, "test")
@@ -107,10 +117,15 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="recompute metrics from results/predictions/<system>.jsonl",
     )
+    ap.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint folder of a system not listed in evaluate.systems (sweeps, seeds)",
+    )
     args = ap.parse_args(argv)
     profile = load_params(args.params, args.profile)["profile"]
     cfg = load_section(args.params, "evaluate", EvaluateConfig, args.profile)
-    res = run(cfg, args.system, profile, args.from_predictions)
+    res = run(cfg, args.system, profile, args.from_predictions, args.checkpoint)
     keys = ("iou2d", "iou3d", "kpa2d", "kpa3d", "rpc", "pck3d", "qa_acc", "parse_fail")
     print(json.dumps({k: round(res[k]["mean"], 4) for k in keys if k in res}, indent=1))
 

@@ -1,7 +1,7 @@
 """DVC stage ``rl``: one RL variant from the SFT checkpoint (Secs. 3.3-3.5, Table 3).
 
     accelerate launch --config_file configs/accelerate/cpu.yaml -m pointvl.stages.rl \\
-        --params params.yaml --variant grca [--lam 0.15] [--resume] [--max-steps N]
+        --params params.yaml --variant grca [--lam 0.15] [--seed 1] [--resume] [--max-steps N]
 
 Variants (``rl.variant``, overridable with ``--variant``):
 
@@ -13,7 +13,10 @@ Variants (``rl.variant``, overridable with ``--variant``):
 The first three run ``GRCATrainer`` and differ only in the advantage builder. Every variant
 starts from ``rl.sft_checkpoint`` with the same seed, data order and budget. Outputs:
 ``<out_dir>/final`` (model + processor, atomic), ``<log_dir>/log.{jsonl,csv}``, the metrics
-JSON (``{variant}`` is filled into the paths; ``--lam`` adds ``_lam<λ>``).
+JSON (``{variant}`` is filled into the paths; ``--lam`` adds ``_lam<λ>`` and ``--seed`` adds
+``_seed<S>``, so a Table 5 sweep point or a repeat with another seed gets its own folders).
+``--seed`` re-seeds the RL run only (sampling, prompt order, dropout); every seed starts from
+the same SFT checkpoint.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def _summary(records: list[dict], frac: float = 0.2) -> dict:
             out[f"{key}/first"] = sum(first) / len(first)
             out[f"{key}/last"] = sum(last) / len(last)
     return out
+
+
+def run_suffix(lam: float | None = None, seed: int | None = None) -> str:
+    """Folder suffix of a sweep point / repeat: ``_lam0.1``, ``_seed2``, ``_lam0.1_seed2``."""
+    return (f"_lam{lam:g}" if lam is not None else "") + (
+        f"_seed{seed}" if seed is not None else ""
+    )
 
 
 def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False) -> dict:
@@ -84,6 +94,7 @@ def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False)
         "profile": profile,
         "variant": cfg.variant,
         "lam": cfg.lam,
+        "seed": cfg.seed,
         "steps": trainer.state.global_step,
         "wall_s": wall,
         "s_per_step": wall / max(1, trainer.state.global_step),
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", default=None, help="smoke | tiny | paper (default: params)")
     ap.add_argument("--variant", default=None, help="grpo | grca | grca_rpc | sft_budget")
     ap.add_argument("--lam", type=float, default=None, help="override rl.lam (Table 5 sweep)")
+    ap.add_argument("--seed", type=int, default=None, help="override rl.seed (repeats)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     ap.add_argument("--max-steps", type=int, default=None, help="override rl.max_steps")
     args = ap.parse_args(argv)
@@ -137,10 +149,12 @@ def main(argv: list[str] | None = None) -> None:
             over["max_steps"] = args.max_steps
         if args.lam is not None:
             over["lam"] = args.lam
+        if args.seed is not None:
+            over["seed"] = args.seed
         cfg = dataclasses.replace(cfg, **over)
         cfg.validate()
-        if args.lam is not None:  # a sweep point gets its own folders
-            suffix = f"_lam{args.lam:g}"
+        suffix = run_suffix(args.lam, args.seed)
+        if suffix:  # a sweep point or a repeat gets its own folders
             cfg = dataclasses.replace(
                 cfg,
                 out_dir=cfg.out_dir.replace("{variant}", "{variant}" + suffix),
