@@ -57,3 +57,72 @@ def test_report_stage(smoke_data, tmp_path):
     assert "GRPO (broadcast reward) − SFT on KPA-3D: ours no run" in claims
     for ext in ("md", "csv", "tex"):
         assert (tmp_path / f"tables/table1.{ext}").is_file()
+
+
+def _write_system(pred, met, system, targets, texts, q):
+    (pred / f"{system}.jsonl").write_text(
+        "".join(
+            json.dumps({"uid": t["uid"], "completion": c}) + "\n" for t, c in zip(targets, texts)
+        )
+    )
+    (met / f"{system}.json").write_text(
+        json.dumps(evaluate(texts, targets, q, n_boot=100, language=False))
+    )
+
+
+def test_report_seeds_baselines_and_zeroshot(smoke_data, tmp_path):
+    """Several seeds become mean ± std with per-seed claim differences; baselines fill Table 2;
+    a zero-shot row that was not run shows the paper's number only, with the reason."""
+    targets, _, q = load_targets(smoke_data, "test")
+    perfect = [format_target(t, q) for t in targets]
+    half = [format_target({**t, "kpts3d": [t["bbox3d"][:3] - 0.2] * 16}, q) if i % 2 else p
+            for i, (t, p) in enumerate(zip(targets, perfect))]  # fmt: skip
+    collapsed = [format_target({**t, "kpts3d": [t["bbox3d"][:3] - 0.2] * 16}, q) for t in targets]
+    pred, met = tmp_path / "pred", tmp_path / "metrics"
+    pred.mkdir(), met.mkdir()
+    for system, texts in (("grca", perfect), ("grca_seed1", half), ("grpo", collapsed),
+                          ("grpo_seed1", collapsed), ("pointnet", half)):  # fmt: skip
+        _write_system(pred, met, system, targets, texts, q)
+    (met / "zeroshot.json").write_text(json.dumps(
+        {"Qwen2.5-VL-7B": {"status": "not run: no local weights (path is null)"}}))  # fmt: skip
+    section = {
+        "data_dir": str(smoke_data),
+        "metrics_dir": str(met),
+        "predictions_dir": str(pred),
+        "tables_dir": str(tmp_path / "tables"),
+        "figures_dir": str(tmp_path / "fig"),
+        "train_logs": str(tmp_path / "none_{variant}.jsonl"),
+        "seed_systems": {"grca": ["grca_seed1"], "grpo": ["grpo_seed1"]},
+        "baselines": {"PointNet": "pointnet", "PointBert": "pointbert"},
+        "zeroshot": str(met / "zeroshot.json"),
+        "n_boot": 200,
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke", "report": section}))
+    subprocess.run([sys.executable, "-m", "pointvl.stages.report", "--params",
+                    str(tmp_path / "params.yaml"), "--reported", str(ROOT / "paper/reported.yaml")],
+                   check=True, cwd=ROOT, timeout=300)  # fmt: skip
+
+    def rows(name):
+        text = (tmp_path / f"tables/{name}.md").read_text()
+        return text, {
+            ln.split("|")[1].strip(): ln for ln in text.splitlines() if ln.startswith("| ")
+        }
+
+    _, t3 = rows("table3")
+    kpa = [
+        evaluate(x, targets, q, n_boot=100, language=False)["kpa3d"]["mean"]
+        for x in (perfect, half)
+    ]
+    mean = sum(kpa) / 2  # mean over the two seeds
+    assert f"{mean:.3f} [" in t3["GRCA"] and "(2 seeds)" in t3["GRCA"]
+    assert "± 0.000 (2 seeds)" in t3["GRPO (broadcast reward)"]  # identical seeds: std 0
+    claims = (tmp_path / "tables/claims.md").read_text()
+    line = next(c for c in claims.splitlines() if "on KPA-3D" in c and c.startswith("- GRCA (2"))
+    assert "GRCA (2 seeds) − GRPO (broadcast reward) (2 seeds)" in line and "Per seed: +" in line
+    _, t2 = rows("table2")
+    iou3d = evaluate(half, targets, q, n_boot=100, language=False)["iou3d"]["mean"]
+    assert t2["PointNet"].split("|")[2].strip().startswith(f"{iou3d:.3f} [")  # ours, with CI
+    assert t2["PointBert"].split("|")[2].strip() == "no run"  # no metrics file: no number
+    t1_text, t1 = rows("table1")
+    assert t1["Qwen2.5-VL-7B"].split("|")[2].strip() == "no run" and "0.780" in t1["Qwen2.5-VL-7B"]
+    assert "Qwen2.5-VL-7B: the paper's number only; not run: no local weights" in t1_text

@@ -4,10 +4,17 @@
 
 Reads the per-system metrics (``results/metrics/eval/<system>.json``), the saved predictions
 (for paired-bootstrap differences between systems on the same test samples), the trivial
-predictors, ``paper/reported.yaml`` and the RL training logs. Writes
+predictors, the point-only baselines, the zero-shot VLM statuses, ``paper/reported.yaml`` and
+the RL training logs. Writes
 ``results/tables/table{1..5}.{md,csv,tex}``, ``results/tables/claims.md`` and
 ``results/figures/{rl_reward_curves,table5_lambda}.png``. A system that was not run shows
 "no run"; a paper number only ever appears in a "(paper)" column.
+
+Several seeds (``report.seed_systems``): a system's cell becomes the mean over its seeds
+± the sample std over seeds, and its [lo, hi] is the 95% bootstrap CI over test samples of
+the seed-averaged per-sample metric (metrics without per-sample values, e.g. corpus BLEU,
+get the spread over seeds only). Claims then use the seed-averaged per-sample values and
+also list the per-seed differences.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +65,12 @@ class ReportConfig:
     """Our systems in table order (keys of evaluate.systems)."""
     lambda_systems: dict = dataclasses.field(default_factory=dict)
     """Table 5: λ (as the paper writes it, e.g. "0.15") -> our system name."""
+    seed_systems: dict = dataclasses.field(default_factory=dict)
+    """System -> its extra-seed systems (e.g. grca: [grca_seed1, grca_seed2])."""
+    baselines: dict = dataclasses.field(default_factory=dict)
+    """Table 2: the paper's row name (e.g. "PointNet") -> our baseline system."""
+    zeroshot: str = "results/metrics/eval/zeroshot.json"
+    """Table 1: the zero-shot VLM stage's output (statuses and metrics per paper row)."""
     data_dir: str = "data/{profile}"
     metrics_dir: str = "results/metrics/eval"
     predictions_dir: str = "results/predictions"
@@ -93,28 +107,104 @@ def _per_sample(cfg: ReportConfig, system: str, targets, quant_bins):
     return per_sample_metrics(texts, targets[: len(texts)], quant_bins)
 
 
-def claims(cfg: ReportConfig, profile: str, reported: dict) -> list[str]:
-    """One sentence per paper comparison, from paired-bootstrap differences on our test set."""
+class Runs:
+    """Our runs of each system: per-seed metrics JSONs and (lazily) per-sample metrics."""
+
+    def __init__(self, cfg: ReportConfig, profile: str):
+        self.cfg = cfg
+        self.mdir = Path(cfg.metrics_dir)
+        data_dir = cfg.data_dir.format(profile=profile)
+        self._targets = None
+        if Path(data_dir, "manifest.json").is_file():
+            from pointvl.eval.targets import load_targets
+
+            self._targets = load_targets(data_dir, "test")
+        self._per: dict = {}
+
+    def seeds(self, system: str) -> list[str]:
+        """``system`` and its extra-seed systems that have a metrics JSON, seed 0 first."""
+        names = [system, *self.cfg.seed_systems.get(system, [])]
+        return [s for s in names if (self.mdir / f"{s}.json").is_file()]
+
+    def result(self, system: str) -> dict | None:
+        return _load(self.mdir / f"{system}.json")
+
+    def per_sample(self, system: str) -> dict | None:
+        """{metric: (N,)} from the saved predictions (None without data or predictions)."""
+        if system not in self._per:
+            self._per[system] = (
+                None
+                if self._targets is None
+                else _per_sample(self.cfg, system, self._targets[0], self._targets[2])
+            )
+        return self._per[system]
+
+    def seed_mean_per_sample(self, system: str, metric: str):
+        """(N,) the per-sample metric averaged over the system's seeds (None if missing)."""
+        per = [self.per_sample(s) for s in self.seeds(system)]
+        if not per or any(p is None or metric not in p for p in per):
+            return None
+        stack = np.stack([np.asarray(p[metric], dtype=np.float64) for p in per])  # (S, N)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a sample undefined in every seed
+            return np.nanmean(stack, axis=0)  # (N,)
+
+    def cell(self, system: str, metric: str):
+        """One table cell: (mean, lo, hi) for one seed; a dict with std/n_seeds for several."""
+        from pointvl.eval.bootstrap import bootstrap_ci, seed_summary
+
+        runs = self.seeds(system)
+        cells = [_cell(self.result(s), metric) for s in runs]
+        cells = [c for c in cells if c is not None]
+        if not cells:
+            return None
+        if len(runs) == 1 or len(cells) != len(runs):
+            return cells[0]
+        summ = seed_summary([c[0] for c in cells])
+        lo = hi = float("nan")
+        v = self.seed_mean_per_sample(system, metric)
+        if v is not None:
+            ci = bootstrap_ci(v, n_boot=self.cfg.n_boot, seed=self.cfg.seed)
+            lo, hi = ci.lo, ci.hi
+        return {"mean": summ.mean, "lo": lo, "hi": hi, "std": summ.std, "n_seeds": summ.n_seeds}
+
+    def rows(self, names: dict, metrics) -> dict:
+        """{row name: {metric: cell}} for {our system: row name}."""
+        return {row: {m: self.cell(s, m) for m in metrics} for s, row in names.items()}
+
+
+def claims(cfg: ReportConfig, runs: Runs, reported: dict) -> list[str]:
+    """One sentence per paper comparison, from paired-bootstrap differences on our test set.
+
+    With several seeds on both sides, the difference is that of the seed-averaged per-sample
+    metrics, and the per-seed differences (seed k of a − seed k of b) follow in brackets.
+    """
     from pointvl.eval.bootstrap import paired_bootstrap
     from pointvl.eval.report import claim_sentence
-    from pointvl.eval.targets import load_targets
 
-    data_dir = cfg.data_dir.format(profile=profile)
-    per: dict = {}
-    if Path(data_dir, "manifest.json").is_file():
-        targets, _, q = load_targets(data_dir, "test")
-        per = {s: _per_sample(cfg, s, targets, q) for s in PAPER_NAMES}
     paper = reported["table3_ablation"]
     out = []
     for a, b, m in CLAIMS:
         pa, pb = paper[PAPER_NAMES[a]][m], paper[PAPER_NAMES[b]][m]
         paper_diff = round(pa - pb, 6)
-        if per.get(a) is not None and per.get(b) is not None:
-            ci = paired_bootstrap(per[a][m], per[b][m], n_boot=cfg.n_boot, seed=cfg.seed)
+        va, vb = runs.seed_mean_per_sample(a, m), runs.seed_mean_per_sample(b, m)
+        if va is not None and vb is not None:
+            ci = paired_bootstrap(va, vb, n_boot=cfg.n_boot, seed=cfg.seed)
             diff, lo, hi = ci.mean, ci.lo, ci.hi
         else:
             diff = lo = hi = float("nan")
-        out.append(claim_sentence(m, diff, lo, hi, paper_diff, (PAPER_NAMES[a], PAPER_NAMES[b])))
+        sa, sb = runs.seeds(a), runs.seeds(b)
+        names = tuple(
+            PAPER_NAMES[x] + (f" ({len(ss)} seeds)" if len(ss) > 1 else "")
+            for x, ss in ((a, sa), (b, sb))
+        )
+        sentence = claim_sentence(m, diff, lo, hi, paper_diff, names)
+        if len(sa) > 1 and len(sa) == len(sb):
+            per_seed = [runs.per_sample(x) for x in sa], [runs.per_sample(x) for x in sb]
+            if all(p is not None for p in per_seed[0] + per_seed[1]):
+                diffs = [np.nanmean(x[m]) - np.nanmean(y[m]) for x, y in zip(*per_seed)]
+                sentence += " Per seed: " + ", ".join(f"{d:+.3f}" for d in diffs) + "."
+        out.append(sentence)
     return out
 
 
@@ -184,49 +274,92 @@ def lambda_figure(results: dict, lam_map: dict, reported: dict, out: Path) -> Pa
     return path
 
 
+def zeroshot_rows(path: Path) -> tuple[dict, list[str]]:
+    """Table 1's zero-shot rows from the zeroshot stage: ({row: {metric: cell}}, notes).
+
+    A row the stage did not run (no local weights, no GPU) gets no cell, so the table shows
+    "no run" beside the paper's number, and a note gives the stage's reason.
+    """
+    data = _load(path) or {}
+    rows, notes = {}, []
+    for name, rec in data.items():
+        if name.startswith("_") or not isinstance(rec, dict):
+            continue
+        cells = {m: _cell(rec, m) for m in ("iou2d", "kpa2d", "parse_fail")}
+        if any(c is not None for c in cells.values()):
+            rows[name] = cells
+        else:
+            notes.append(f"{name}: the paper's number only; {rec.get('status', 'not run')}.")
+    if not data:
+        notes.append(f"Zero-shot VLM rows: the paper's numbers only ({path} is missing).")
+    return rows, notes
+
+
 def run(cfg: ReportConfig, profile: str, reported: dict) -> dict:
     from pointvl.eval.report import write_table
 
+    runs = Runs(cfg, profile)
     mdir = Path(cfg.metrics_dir)
-    results = {s: _load(mdir / f"{s}.json") for s in cfg.systems}
-    results.update({s: _load(mdir / f"{s}.json") for s in cfg.lambda_systems.values()})
+    results = {s: runs.result(s) for s in cfg.systems}
+    results.update({s: runs.result(s) for s in cfg.lambda_systems.values()})
     trivial = _load(mdir / "trivial.json") or {}
     tables, figures = Path(cfg.tables_dir), Path(cfg.figures_dir)
     figures.mkdir(parents=True, exist_ok=True)
     ran = sorted(s for s, r in results.items() if r)
     scale = f"Ours: the `{profile}` profile (see paper/departures.md); not comparable in scale."
+    seeds = {s: len(runs.seeds(s)) for s in cfg.systems if len(runs.seeds(s)) > 1}
+    seed_note = (
+        "Several seeds: mean over seeds [95% CI of the seed-averaged per-sample metric] "
+        "± std over seeds (n seeds); " + ", ".join(f"{PAPER_NAMES.get(s, s)}: {n}"
+                                                  for s, n in seeds.items()) + "."
+    ) if seeds else "One seed per system."  # fmt: skip
     ours_main = {"grca_rpc": "PointVL-3D (GRCA + RPC)"}
 
-    t1 = _rows(results, ours_main, ("iou2d", "kpa2d"))
+    t1 = runs.rows(ours_main, ("iou2d", "kpa2d"))
+    zs_rows, zs_notes = zeroshot_rows(Path(cfg.zeroshot))
+    t1.update(zs_rows)
     write_table("table1", t1, reported["table1_2d_grounding"], tables, ["iou2d", "kpa2d"],
-                notes=[scale], caption="Table 1: 2D grounding")  # fmt: skip
-    t2 = _rows(results, ours_main, ("iou3d", "kpa3d", "rpc") + STRICT)
+                notes=[scale, *zs_notes], caption="Table 1: 2D grounding")  # fmt: skip
+    t2_metrics = ("iou3d", "kpa3d", "rpc") + STRICT
+    t2 = runs.rows(ours_main, t2_metrics)
+    for paper_row, system in cfg.baselines.items():
+        t2[paper_row] = {m: _cell(runs.result(system), m) for m in t2_metrics}
     for name, row in trivial.items():
-        t2[name] = {m: _cell(row, m) for m in ("iou3d", "kpa3d", "rpc") + STRICT}
-    write_table("table2", t2, reported["table2_3d_grounding"], tables,
-                ["iou3d", "kpa3d", "rpc", *STRICT], caption="Table 2: 3D grounding",
-                notes=[scale, "Trivial predictors: RPC against the ground-truth 2D box.",
-                       "Point-only baselines (PointNet, PointNet++, Point-BERT regressors) "
-                       "are not implemented yet: no run."])  # fmt: skip
-    sentences = claims(cfg, profile, reported)
-    t3 = _rows(results, {s: PAPER_NAMES[s] for s in cfg.systems}, GEOMETRY + STRICT)
+        t2[name] = {m: _cell(row, m) for m in t2_metrics}
+    missing = [r for r, s in cfg.baselines.items() if runs.result(s) is None]
+    write_table("table2", t2, reported["table2_3d_grounding"], tables, list(t2_metrics),
+                caption="Table 2: 3D grounding",
+                notes=[scale,
+                       "Point-only baselines (PointNet, PointNet++, PointBert rows: our "
+                       "regressors, trained from scratch on our train split, pointvl/baselines) "
+                       "and trivial predictors predict no 2D box: their RPC is computed against "
+                       "the ground-truth 2D box.",
+                       *([f"No run behind: {', '.join(missing)}."] if missing else [])])  # fmt: skip
+    sentences = claims(cfg, runs, reported)
+    t3 = runs.rows({s: PAPER_NAMES[s] for s in cfg.systems}, GEOMETRY + STRICT)
+    for name, row in trivial.items():
+        t3[name] = {m: _cell(row, m) for m in ("iou3d", "kpa3d", *STRICT)}
     write_table("table3", t3, reported["table3_ablation"], tables, [*GEOMETRY, *STRICT],
-                notes=[scale, *sentences], caption="Table 3: ablation")  # fmt: skip
-    t4 = _rows(results, {s: PAPER_NAMES[s] for s in ("sft", "grca", "grca_rpc")}, LANGUAGE)
+                notes=[scale, seed_note, "Trivial predictors: 3D columns only (their 2D fields "
+                       "are copied from the ground truth).", *sentences],
+                caption="Table 3: ablation")  # fmt: skip
+    t4 = runs.rows({s: PAPER_NAMES[s] for s in ("sft", "grca", "grca_rpc")}, LANGUAGE)
     write_table("table4", t4, reported["table4_language"], tables, list(LANGUAGE),
-                notes=[scale, "BERTScore uses a local MiniLM encoder, not the paper's: "
-                       "absolute values are not comparable."],
+                notes=[scale, seed_note, "BERTScore uses a local MiniLM encoder, not the "
+                       "paper's: absolute values are not comparable."],
                 caption="Table 4: language")  # fmt: skip
-    t5 = {"GRCA (no RPC)": {m: _cell(results.get("grca"), m) for m in GEOMETRY}}
+    t5 = {"GRCA (no RPC)": {m: runs.cell("grca", m) for m in GEOMETRY}}
     for lam, s in cfg.lambda_systems.items():
         t5[lam] = {m: _cell(results.get(s), m) for m in GEOMETRY}
     write_table("table5", t5, reported["table5_rpc_weight"], tables, list(GEOMETRY),
-                notes=[scale], caption="Table 5: RPC weight λ")  # fmt: skip
+                notes=[scale, "λ rows: one seed each (seed 0), GRCA + RPC from the same SFT "
+                       "checkpoint; GRCA (no RPC) as in Table 3."],
+                caption="Table 5: RPC weight λ")  # fmt: skip
     atomic_write_text(tables / "claims.md", "# The paper's claims, tested on our run\n\n"
                       + "".join(f"- {s}\n" for s in sentences))  # fmt: skip
     figs = [reward_curves(cfg, figures), lambda_figure(results, cfg.lambda_systems, reported,
                                                        figures)]  # fmt: skip
-    return {"systems_with_results": ran, "claims": sentences,
+    return {"systems_with_results": ran, "seeds": seeds, "claims": sentences,
             "figures": [str(f) for f in figs if f]}  # fmt: skip
 
 
