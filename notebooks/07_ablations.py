@@ -40,12 +40,13 @@ seed = 0
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import yaml
 from IPython.display import Markdown
 
 from pointvl.config import DEFAULT_PARAMS, load_section
 from pointvl.eval.report import claim_verdict
-from pointvl.stages.report import GEOMETRY, PAPER_NAMES, STRICT, ReportConfig, claims
+from pointvl.stages.report import GEOMETRY, PAPER_NAMES, STRICT, ReportConfig, Runs, claims
 from pointvl.viz import notebook_helpers as nh
 
 nh.notebook_setup()
@@ -55,6 +56,8 @@ cfg = load_section(DEFAULT_PARAMS, "report", ReportConfig, profile)
 cfg = dataclasses.replace(cfg, **{k: str(ROOT / getattr(cfg, k)) for k in ("data_dir",
                           "metrics_dir", "predictions_dir", "train_logs", "tables_dir", "figures_dir")})  # fmt: skip
 print("our systems:", cfg.systems, "| Table 5 systems:", cfg.lambda_systems or "none configured")
+print("extra seeds:", cfg.seed_systems or "none configured")
+runs = Runs(cfg, profile)  # per-seed metrics + per-sample values from the saved predictions
 
 # %% [markdown]
 # ## Which of our results exist
@@ -76,11 +79,13 @@ nh.results_status_html(results, make)
 # Five metrics of Sec. 4.3 (IoU2D/3D, KPA-2D/3D, RPC). KPA is the fraction of predicted
 # keypoints inside the ground-truth box; we add the stricter PCK-3D@0.1 and the keypoint
 # spread (KPA-3D is near 1 for keypoints collapsed at the box centre, see notebook 08).
-# Grey columns are the paper's numbers, never ours.
+# Grey columns are the paper's numbers, never ours. A system run with several RL seeds
+# (`params.yaml` → `sweep.seeds`, stages `rl_seed@<variant>-<seed>`) shows the mean over
+# seeds, the 95% CI of the seed-averaged per-sample metric, and ± the std over seeds.
 
 # %%
 names = {s: PAPER_NAMES[s] for s in cfg.systems}
-t3 = nh.ours_rows(results, names, GEOMETRY + STRICT)
+t3 = runs.rows(names, GEOMETRY + STRICT)
 nh.paper_vs_ours_html(t3, reported["table3_ablation"], GEOMETRY + STRICT)
 
 # %%
@@ -97,8 +102,42 @@ fig = nh.paper_vs_ours_figure(reported["table3_ablation"], t3, ("iou3d", "kpa3d"
 # paper's effect out) or **cannot test** (no run, or too little power).
 
 # %%
-sentences = claims(cfg, profile, reported)
+sentences = claims(cfg, runs, reported)
 Markdown("\n".join(f"- {s}" for s in sentences))
+
+# %% [markdown]
+# ## Seeds: is the GRCA − GRPO gap larger than seed noise?
+#
+# One RL run is one draw of prompts and samples. Every seed starts from the same SFT
+# checkpoint; only the RL seed (prompt order, sampling) changes. Below, each seed's test
+# metrics: if the per-seed spread of one variant is as large as the gap between variants,
+# a single-seed comparison (the paper reports one run) cannot separate them.
+
+# %%
+seed_rows = []
+for system in ("grpo", "grca"):
+    for run in runs.seeds(system):
+        r = runs.result(run)
+        seed_rows.append([PAPER_NAMES[system], run] + [nh.ours_cell(r, m)[0] if nh.ours_cell(r, m)
+                         else None for m in ("kpa3d", "iou3d", "pck3d", "parse_fail")])  # fmt: skip
+if seed_rows:
+    nh.html_table(seed_rows, ["variant", "run", "kpa3d", "iou3d", "pck3d", "parse_fail"])
+else:
+    print("no seed runs yet -> dvc repro rl_seed evaluate_seed")
+
+# %%
+if seed_rows:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3), constrained_layout=True)
+    for ax, (k, m) in zip(axes, enumerate(("kpa3d", "iou3d", "pck3d"), start=2)):
+        for j, variant in enumerate(("GRPO (broadcast reward)", "GRCA")):
+            ys = [row[k] for row in seed_rows if row[0] == variant and row[k] is not None]
+            ax.plot([j] * len(ys), ys, "o", alpha=0.7)
+            if ys:
+                ax.hlines(np.mean(ys), j - 0.2, j + 0.2, color="k")
+        ax.set_xticks([0, 1], ["GRPO", "GRCA"])
+        ax.set_title(f"{m}: one dot per seed (ours)", fontsize=9)
 
 # %% [markdown]
 # ## Table 5: the RPC weight λ

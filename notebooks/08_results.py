@@ -43,7 +43,7 @@ from pointvl.data.dataset import PointVLDataset
 from pointvl.eval.metrics import per_sample_metrics
 from pointvl.eval.trivial import box_centre, centroid_mean_size
 from pointvl.schema import format_target
-from pointvl.stages.report import LANGUAGE, PAPER_NAMES, STRICT, ReportConfig
+from pointvl.stages.report import LANGUAGE, PAPER_NAMES, STRICT, ReportConfig, zeroshot_rows
 from pointvl.viz import notebook_helpers as nh
 from pointvl.viz.reprojection import reprojection_figure
 
@@ -55,7 +55,9 @@ reported = yaml.safe_load((ROOT / "paper/reported.yaml").read_text())
 cfg = load_section(DEFAULT_PARAMS, "report", ReportConfig, profile)
 cfg = dataclasses.replace(cfg, metrics_dir=str(ROOT / cfg.metrics_dir),
                           predictions_dir=str(ROOT / cfg.predictions_dir),
-                          data_dir=str(ROOT / cfg.data_dir.format(profile=profile)))  # fmt: skip
+                          data_dir=str(ROOT / cfg.data_dir.format(profile=profile)),
+                          zeroshot=str(ROOT / cfg.zeroshot))  # fmt: skip
+FIGURES = ROOT / cfg.figures_dir
 
 # %% [markdown]
 # ## The metrics (Sec. 4.3)
@@ -80,19 +82,27 @@ nh.results_status_html(status, {**make, "trivial predictors": "dvc repro eval_tr
 # %% [markdown]
 # ## Table 1: 2D grounding vs 2D VLMs (Sec. 4.4.1)
 #
-# The 2D VLM rows are the paper's evaluations of other models; we do not run them ("no run").
-# Ours is one row: our GRCA + RPC policy.
+# The 2D VLM rows come from the `zeroshot` stage (`pointvl.eval.zeroshot`): any Hugging Face
+# VLM in a local folder (`params.yaml` → `zeroshot.models`) gets the rendered image and a
+# grounding instruction, and its JSON reply is scored with the same IoU2D / KPA-2D. Without
+# local weights and a GPU (the `tiny` profile) each row is recorded as "not run: <reason>"
+# and the table shows the paper's number only. Ours is our GRCA + RPC policy.
 
 # %%
 main = {"grca_rpc": "PointVL-3D (GRCA + RPC)"}
 t1 = nh.ours_rows(results, main, ("iou2d", "kpa2d"))
+zs_rows, zs_notes = zeroshot_rows(Path(cfg.zeroshot))
+t1 |= zs_rows
+print("\n".join(zs_notes) or "zero-shot rows: all ran")
 nh.paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
 
 # %% [markdown]
 # ## Table 2: 3D grounding vs 3D models (Sec. 4.4.2)
 #
-# The point-only baselines are the paper's (not implemented here). Our **trivial
-# predictors** use no model at all (training-set box statistics, the cloud's centroid); they
+# The point-only baselines (PointNet, PointNet++, PointBert rows) are **our** regressors
+# (`pointvl.baselines`, `baseline` stage): the same train split, a box head and 16 keypoints
+# with a Hungarian set loss; they predict no 2D box, so their RPC uses the ground-truth 2D
+# box. Our **trivial predictors** use no model at all (training-set box statistics, the cloud's centroid); they
 # show what a number means on our data. Note "keypoints at box centre": KPA-3D ≈ 1.0 with
 # all keypoints collapsed to one point — KPA alone does not show that keypoints were placed;
 # PCK-3D and the spread do.
@@ -100,6 +110,9 @@ nh.paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
 # %%
 metrics2 = ("iou3d", "kpa3d", "rpc", *STRICT)
 t2 = nh.ours_rows(results, main, metrics2)
+baselines = nh.load_eval_results(cfg.metrics_dir, list(cfg.baselines.values()))
+t2 |= {row: {m: nh.ours_cell(baselines.get(s), m) for m in metrics2}
+       for row, s in cfg.baselines.items()}  # fmt: skip
 t2 |= {name: {m: nh.ours_cell(row, m) for m in metrics2} for name, row in trivial.items()}
 nh.paper_vs_ours_html(t2, reported["table2_3d_grounding"], metrics2)
 
@@ -119,7 +132,33 @@ t4 = nh.ours_rows(results, {s: PAPER_NAMES[s] for s in systems}, LANGUAGE)
 nh.paper_vs_ours_html(t4, reported["table4_language"], LANGUAGE[:7] + ("bertscore", "qa_acc"))
 
 # %% [markdown]
-# ## Predictions drawn (Sec. 4.6, Figure 3)
+# ## Figure 3 on our sample (Sec. 4.6)
+#
+# The `figures` stage draws the paper's four panels for one of our test objects with our
+# GRCA + RPC prediction: (a) the QA answer and description, (b) 3D grounding in the point
+# cloud, (c) 2D grounding on the image, (d) the RPC computation — the predicted 3D box's eight
+# corners projected through the camera, their footprint, and its IoU with the predicted 2D
+# box (the reward RL used).
+
+# %%
+from IPython.display import Image, display  # noqa: E402
+
+for name in ("figure3.png", "routed_advantages_real.png"):
+    png = FIGURES / name
+    if png.is_file():
+        display(Image(filename=str(png), width=900))
+    else:
+        print(f"{name}: missing -> dvc repro figures")
+
+# %% [markdown]
+# The second picture is the routed-advantage heatmap on **real** completions: G = 8 samples
+# from the SFT checkpoint (the policy RL starts from) for one test object, scored field by
+# field. GRPO gives each row one colour; GRCA colours each field's span by that field's
+# standardized reward; GRCA + RPC also shades the background by the RPC term (λ = 0.15).
+# `results/figures/routed_group.json` holds the completions, rewards and advantages.
+
+# %% [markdown]
+# ## Predictions drawn (interactive)
 #
 # Our GRCA + RPC predictions (`results/predictions/grca_rpc.jsonl`, greedy, saved by the
 # `evaluate` stage) on the first test objects, in the reprojection view: green = ground

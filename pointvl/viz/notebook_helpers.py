@@ -873,6 +873,15 @@ def results_status_html(results: Mapping, produced_by: Mapping[str, str]) -> Htm
     return html_table(rows, ["system", "metrics file", "profile", "test samples", "produced by"])
 
 
+def _triple(cell) -> tuple | None:
+    """A table cell -> (mean, lo, hi) floats (NaN where absent); a multi-seed dict cell too."""
+    if cell is None:
+        return None
+    if isinstance(cell, Mapping):
+        cell = (cell.get("mean"), cell.get("lo"), cell.get("hi"))
+    return tuple(float("nan") if v is None else float(v) for v in cell)
+
+
 def paper_vs_ours_figure(
     paper_rows: Mapping, rows_ours: Mapping, metrics: Sequence[str], title: str = ""
 ):
@@ -886,14 +895,14 @@ def paper_vs_ours_figure(
     x = np.arange(len(systems))
     for ax, m in zip(axes[0], metrics):
         paper = [(paper_rows.get(s) or {}).get(m) for s in systems]
-        ours = [(rows_ours.get(s) or {}).get(m) for s in systems]
+        ours = [_triple((rows_ours.get(s) or {}).get(m)) for s in systems]
         ax.bar(x - 0.2, [p if p is not None else 0 for p in paper], 0.4, color="#bbbbbb",
                label="paper")  # fmt: skip
         for i, c in enumerate(ours):
             if c is None:
                 ax.text(x[i] + 0.2, 0.02, "no run", rotation=90, fontsize=7, ha="center")
                 continue
-            err = [[c[0] - c[1]], [c[2] - c[0]]] if c[1] is not None else None
+            err = [[c[0] - c[1]], [c[2] - c[0]]] if np.isfinite([c[1], c[2]]).all() else None
             ax.bar(x[i] + 0.2, c[0], 0.4, color="#4c72b0", hatch="//", yerr=err, capsize=2,
                    label="ours (95% CI)" if "ours (95% CI)" not in
                    ax.get_legend_handles_labels()[1] else None)  # fmt: skip
