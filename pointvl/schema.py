@@ -178,6 +178,17 @@ def _skip_ws(text: str, i: int) -> int:
     return i
 
 
+def skip_string(text: str, i: int) -> int:
+    """``text[i]`` opens a JSON string: the index of its closing quote (``len(text)`` if none).
+
+    Escapes are honoured, so ``\\"`` does not close it.
+    """
+    i, n = i + 1, len(text)
+    while i < n and text[i] != '"':
+        i += 2 if text[i] == "\\" else 1
+    return i
+
+
 def _skip_value(text: str, i: int) -> int:
     """Skip a (possibly malformed) value: stop at ',' or '}' at nesting depth 0, or at the end.
 
@@ -187,9 +198,7 @@ def _skip_value(text: str, i: int) -> int:
     while i < n:
         c = text[i]
         if c == '"':
-            i += 1
-            while i < n and text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
+            i = skip_string(text, i)
         elif c in "[{":
             depth += 1
         elif c in "]}":

@@ -61,7 +61,7 @@ import numpy as np
 
 from pointvl.eval.bootstrap import DEFAULT_N_BOOT, bootstrap_ci
 from pointvl.geometry import iou_2d, keypoint_containment
-from pointvl.schema import parse_output
+from pointvl.schema import parse_output, skip_string
 
 __all__ = [
     "AUTO_COORDS",
@@ -217,9 +217,7 @@ def _balanced_end(text: str, start: int) -> int | None:
     while i < n:
         c = text[i]
         if c == '"':
-            i += 1
-            while i < n and text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
+            i = skip_string(text, i)
         elif c in "[{":
             depth += 1
         elif c in "]}":
