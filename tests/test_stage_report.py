@@ -17,21 +17,19 @@ from pointvl.schema import format_target
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_report_stage(smoke_data, tmp_path):
-    targets, _, q = load_targets(smoke_data, "test")
-    perfect = [format_target(t, q) for t in targets]
-    collapsed = [format_target({**t, "kpts3d": [t["bbox3d"][:3] - 0.2] * 16}, q) for t in targets]
-    pred, met = tmp_path / "pred", tmp_path / "metrics"
-    pred.mkdir(), met.mkdir()
-    for system, texts in (("grca", perfect), ("grpo", collapsed)):
-        (pred / f"{system}.jsonl").write_text(
-            "".join(
-                json.dumps({"uid": t["uid"], "completion": c}) + "\n"
-                for t, c in zip(targets, texts)
-            )
+def _write_system(pred, met, system, targets, texts, q):
+    (pred / f"{system}.jsonl").write_text(
+        "".join(
+            json.dumps({"uid": t["uid"], "completion": c}) + "\n" for t, c in zip(targets, texts)
         )
-        res = evaluate(texts, targets, q, n_boot=100, language=False)
-        (met / f"{system}.json").write_text(json.dumps(res))
+    )
+    (met / f"{system}.json").write_text(
+        json.dumps(evaluate(texts, targets, q, n_boot=100, language=False))
+    )
+
+
+def _run_report(tmp_path, smoke_data, pred, met, **extra):
+    """Run the report stage on a params file holding only a ``report`` section."""
     section = {
         "data_dir": str(smoke_data),
         "metrics_dir": str(met),
@@ -40,11 +38,23 @@ def test_report_stage(smoke_data, tmp_path):
         "figures_dir": str(tmp_path / "fig"),
         "train_logs": str(tmp_path / "none_{variant}.jsonl"),
         "n_boot": 200,
+        **extra,
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke", "report": section}))
     subprocess.run([sys.executable, "-m", "pointvl.stages.report", "--params",
                     str(tmp_path / "params.yaml"), "--reported", str(ROOT / "paper/reported.yaml")],
                    check=True, cwd=ROOT, timeout=300)  # fmt: skip
+
+
+def test_report_stage(smoke_data, tmp_path):
+    targets, _, q = load_targets(smoke_data, "test")
+    perfect = [format_target(t, q) for t in targets]
+    collapsed = [format_target({**t, "kpts3d": [t["bbox3d"][:3] - 0.2] * 16}, q) for t in targets]
+    pred, met = tmp_path / "pred", tmp_path / "metrics"
+    pred.mkdir(), met.mkdir()
+    for system, texts in (("grca", perfect), ("grpo", collapsed)):
+        _write_system(pred, met, system, targets, texts, q)
+    _run_report(tmp_path, smoke_data, pred, met)
     t3 = (tmp_path / "tables/table3.md").read_text()
     row = {line.split("|")[1].strip(): line for line in t3.splitlines() if line.startswith("| ")}
     assert "no run" in row["SFT"] and "0.640" in row["SFT"]  # the paper's SFT KPA-3D, labelled
@@ -57,17 +67,6 @@ def test_report_stage(smoke_data, tmp_path):
     assert "GRPO (broadcast reward) − SFT on KPA-3D: ours no run" in claims
     for ext in ("md", "csv", "tex"):
         assert (tmp_path / f"tables/table1.{ext}").is_file()
-
-
-def _write_system(pred, met, system, targets, texts, q):
-    (pred / f"{system}.jsonl").write_text(
-        "".join(
-            json.dumps({"uid": t["uid"], "completion": c}) + "\n" for t, c in zip(targets, texts)
-        )
-    )
-    (met / f"{system}.json").write_text(
-        json.dumps(evaluate(texts, targets, q, n_boot=100, language=False))
-    )
 
 
 def test_report_seeds_baselines_and_zeroshot(smoke_data, tmp_path):
@@ -85,22 +84,10 @@ def test_report_seeds_baselines_and_zeroshot(smoke_data, tmp_path):
         _write_system(pred, met, system, targets, texts, q)
     (met / "zeroshot.json").write_text(json.dumps(
         {"Qwen2.5-VL-7B": {"status": "not run: no local weights (path is null)"}}))  # fmt: skip
-    section = {
-        "data_dir": str(smoke_data),
-        "metrics_dir": str(met),
-        "predictions_dir": str(pred),
-        "tables_dir": str(tmp_path / "tables"),
-        "figures_dir": str(tmp_path / "fig"),
-        "train_logs": str(tmp_path / "none_{variant}.jsonl"),
-        "seed_systems": {"grca": ["grca_seed1"], "grpo": ["grpo_seed1"]},
-        "baselines": {"PointNet": "pointnet", "PointBert": "pointbert"},
-        "zeroshot": str(met / "zeroshot.json"),
-        "n_boot": 200,
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke", "report": section}))
-    subprocess.run([sys.executable, "-m", "pointvl.stages.report", "--params",
-                    str(tmp_path / "params.yaml"), "--reported", str(ROOT / "paper/reported.yaml")],
-                   check=True, cwd=ROOT, timeout=300)  # fmt: skip
+    _run_report(tmp_path, smoke_data, pred, met,
+                seed_systems={"grca": ["grca_seed1"], "grpo": ["grpo_seed1"]},
+                baselines={"PointNet": "pointnet", "PointBert": "pointbert"},
+                zeroshot=str(met / "zeroshot.json"))  # fmt: skip
 
     def rows(name):
         text = (tmp_path / f"tables/{name}.md").read_text()
