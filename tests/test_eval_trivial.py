@@ -7,7 +7,13 @@ import pytest
 from test_eval_metrics import Q, make_target
 
 from pointvl.eval.metrics import per_sample_metrics
-from pointvl.eval.trivial import box_centre, centroid_mean_size, train_mean, trivial_completions
+from pointvl.eval.trivial import (
+    box_centre,
+    centroid_mean_size,
+    cloud_aabb,
+    train_mean,
+    trivial_completions,
+)
 from pointvl.schema import dequantize_3d, parse_output
 
 
@@ -23,13 +29,13 @@ def split():
 def test_all_predictors_write_parsable_text(split):
     train, test, points = split
     out = trivial_completions(train, test, Q, points)
-    assert len(out) == 3
+    assert len(out) == 4
     for name, texts in out.items():
         assert len(texts) == len(test), name
         assert all(parse_output(t).ok for t in texts), name
         per = per_sample_metrics(texts, test, Q)
         assert per["parse_fail"].sum() == 0, name
-    assert len(trivial_completions(train, test, Q)) == 2  # the centroid one needs points
+    assert len(trivial_completions(train, test, Q)) == 2  # centroid and AABB need points
 
 
 def test_train_mean_box_is_the_training_mean(split):
@@ -55,3 +61,19 @@ def test_box_centre_games_containment_but_not_pck(split):
     per = per_sample_metrics(box_centre(train, test, Q), test, Q)
     assert per["kpa3d"].mean() == 1.0  # every GT box here contains the origin
     assert np.nanmax(per["spread3d"]) == 0.0 and per["pck3d"].mean() < 0.5
+
+
+def test_cloud_aabb_is_the_box_of_the_points(split):
+    """A cloud filling its GT box gives (almost) the GT box: the IoU3D ceiling without learning."""
+    train, test, points = split
+    per = per_sample_metrics(cloud_aabb(train, test, Q, points), test, Q)
+    assert per["iou3d"].min() > 0.85  # 256 uniform points nearly reach the box faces
+    inner = [t["bbox3d"][:3] + 0.25 * (t["bbox3d"][3:] - t["bbox3d"][:3]) for t in test]
+    half = [
+        np.stack([lo, lo + 0.5 * (t["bbox3d"][3:] - t["bbox3d"][:3])]) for lo, t in zip(inner, test)
+    ]
+    per_half = per_sample_metrics(cloud_aabb(train, test, Q, half), test, Q)
+    np.testing.assert_allclose(per_half["iou3d"], 1 / 8, atol=0.05)  # half size per axis
+    assert per["kpa3d"].mean() > 0.9  # relative positions in [0, 1]^3 stay inside the box
+    with pytest.raises(ValueError, match="points"):
+        cloud_aabb(train, test, Q)

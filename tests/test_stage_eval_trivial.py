@@ -38,6 +38,7 @@ def test_eval_trivial_stage(smoke_data, tmp_path):
     assert set(out) == {
         "trivial: train-mean box",
         "trivial: centroid + mean size",
+        "trivial: cloud AABB (no learning)",
         "trivial: keypoints at box centre",
     }
     centre = out["trivial: keypoints at box centre"]

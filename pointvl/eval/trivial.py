@@ -9,6 +9,11 @@ is scored by exactly the same parser and metric path as a model.
 - ``centroid_mean_size``:  bbox3d = the test cloud's centroid ± half the training-mean box
                            size; kpts3d = the training-mean keypoint offsets from the box
                            centre, placed around the centroid. Needs each sample's points.
+- ``cloud_aabb``:          bbox3d = the axis-aligned box of the test cloud itself (min / max of
+                           its points); kpts3d = the training-mean keypoint positions relative
+                           to the box (in [0, 1]^3), placed in that box. No learning at all:
+                           the ceiling of IoU3D on our data, where the GT box *is* the AABB
+                           of the object (only the quantization keeps it below 1).
 - ``box_centre``:          bbox3d = the training-mean box; all M keypoints at its centre.
                            Keypoint containment (KPA-3D) is near 1.0 because the centre of
                            the normalized frame lies in almost every box, while PCK is low
@@ -34,8 +39,10 @@ __all__ = [
     "REPORTED_METRICS",
     "box_centre",
     "centroid_mean_size",
+    "cloud_aabb",
     "train_mean",
     "trivial_completions",
+    "write_completion",
 ]
 
 REPORTED_METRICS = ("iou3d", "kpa3d", "rpc", "pck3d", "chamfer3d", "spread3d", "parse_fail")
@@ -54,7 +61,7 @@ def _stack(targets: Sequence[Mapping[str, Any]], key: str, shape: tuple) -> np.n
         raise ValueError(f"target[{key!r}] differ in shape across samples") from err
 
 
-def _write(
+def write_completion(
     box3d: np.ndarray, kpts3d: np.ndarray, target: Mapping[str, Any], quant_bins: int
 ) -> str:
     """A completion with the predicted 3D fields and every other field copied from GT."""
@@ -86,7 +93,7 @@ def train_mean(
     """The training-mean 3D box and the training-mean keypoint set, for every test sample."""
     box = _stack(train, "bbox3d", (6,)).mean(0)  # (6,)
     kpts = _stack(train, "kpts3d", ("M", 3)).mean(0)  # (M, 3)
-    return [_write(box, kpts, t, quant_bins) for t in test]
+    return [write_completion(box, kpts, t, quant_bins) for t in test]
 
 
 def centroid_mean_size(
@@ -110,7 +117,35 @@ def centroid_mean_size(
         if xyz.ndim != 2 or xyz.shape[1] < 3 or xyz.shape[0] == 0:
             raise ValueError(f"centroid_mean_size: a cloud must be (N, 3), got {xyz.shape}")
         c = xyz[:, :3].mean(0)  # (3,)
-        out.append(_write(np.concatenate([c - half, c + half]), c + offsets, t, quant_bins))
+        out.append(
+            write_completion(np.concatenate([c - half, c + half]), c + offsets, t, quant_bins)
+        )
+    return out
+
+
+def cloud_aabb(
+    train: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+    quant_bins: int = DEFAULT_QUANT_BINS,
+    points: Sequence[Any] | None = None,
+) -> list[str]:
+    """The test cloud's own axis-aligned box; keypoints at the training-mean relative positions.
+
+    Relative position of a keypoint: (k − box_min) / (box_max − box_min), in [0, 1]^3.
+    """
+    if points is None or len(points) != len(test):
+        raise ValueError("cloud_aabb: pass points, one (N, 3) cloud per test sample")
+    boxes = _stack(train, "bbox3d", (6,))  # (B, 6)
+    kpts = _stack(train, "kpts3d", ("M", 3))  # (B, M, 3)
+    size = np.maximum(boxes[:, 3:] - boxes[:, :3], 1e-9)  # (B, 3)
+    rel = ((kpts - boxes[:, None, :3]) / size[:, None, :]).mean(0)  # (M, 3)
+    out = []
+    for t, cloud in zip(test, points):
+        xyz = np.asarray(cloud, dtype=np.float64)
+        if xyz.ndim != 2 or xyz.shape[1] < 3 or xyz.shape[0] == 0:
+            raise ValueError(f"cloud_aabb: a cloud must be (N, 3), got {xyz.shape}")
+        lo, hi = xyz[:, :3].min(0), xyz[:, :3].max(0)  # (3,), (3,)
+        out.append(write_completion(np.concatenate([lo, hi]), lo + rel * (hi - lo), t, quant_bins))
     return out
 
 
@@ -124,12 +159,13 @@ def box_centre(
     box = _stack(train, "bbox3d", (6,)).mean(0)  # (6,)
     m = _stack(train, "kpts3d", ("M", 3)).shape[1]
     kpts = np.repeat((0.5 * (box[:3] + box[3:]))[None], m, axis=0)  # (M, 3)
-    return [_write(box, kpts, t, quant_bins) for t in test]
+    return [write_completion(box, kpts, t, quant_bins) for t in test]
 
 
 PREDICTORS: dict[str, Callable[..., list[str]]] = {
     "trivial: train-mean box": train_mean,
     "trivial: centroid + mean size": centroid_mean_size,
+    "trivial: cloud AABB (no learning)": cloud_aabb,
     "trivial: keypoints at box centre": box_centre,
 }
 
@@ -140,9 +176,10 @@ def trivial_completions(
     quant_bins: int = DEFAULT_QUANT_BINS,
     points: Sequence[Any] | None = None,
 ) -> dict[str, list[str]]:
-    """All trivial predictors -> {row label: completion texts}; centroid one only with points."""
+    """All trivial predictors -> {row label: completion texts}; those needing clouds only with
+    ``points``."""
     return {
         name: fn(train, test, quant_bins, points)
         for name, fn in PREDICTORS.items()
-        if points is not None or fn is not centroid_mean_size
+        if points is not None or fn not in (centroid_mean_size, cloud_aabb)
     }
