@@ -80,7 +80,7 @@ def test_report_seeds_baselines_and_zeroshot(smoke_data, tmp_path):
     pred, met = tmp_path / "pred", tmp_path / "metrics"
     pred.mkdir(), met.mkdir()
     for system, texts in (("grca", perfect), ("grca_seed1", half), ("grpo", collapsed),
-                          ("grpo_seed1", collapsed), ("pointnet", half)):  # fmt: skip
+                          ("grpo_seed1", collapsed), ("pointnet", half), ("grca_rpc", perfect)):  # fmt: skip
         _write_system(pred, met, system, targets, texts, q)
     (met / "zeroshot.json").write_text(json.dumps(
         {"Qwen2.5-VL-7B": {"status": "not run: no local weights (path is null)"}}))  # fmt: skip
@@ -113,3 +113,6 @@ def test_report_seeds_baselines_and_zeroshot(smoke_data, tmp_path):
     t1_text, t1 = rows("table1")
     assert t1["Qwen2.5-VL-7B"].split("|")[2].strip() == "no run" and "0.780" in t1["Qwen2.5-VL-7B"]
     assert "Qwen2.5-VL-7B: the paper's number only; not run: no local weights" in t1_text
+    # one seed on one side: seed 0 against seed 0 only (GRCA + RPC = GRCA's seed 0 here)
+    line = next(c for c in claims.splitlines() if c.startswith("- GRCA + RPC − GRCA on RPC"))
+    assert "ours +0.000 [+0.000, +0.000]" in line and "Per seed" not in line
