@@ -61,6 +61,19 @@ def _stack(targets: Sequence[Mapping[str, Any]], key: str, shape: tuple) -> np.n
         raise ValueError(f"target[{key!r}] differ in shape across samples") from err
 
 
+def _clouds(points: Sequence[Any] | None, test: Sequence, fn: str) -> list[np.ndarray]:
+    """One (N, 3) float64 XYZ array per test sample, or a ValueError naming ``fn``."""
+    if points is None or len(points) != len(test):
+        raise ValueError(f"{fn}: pass points, one (N, 3) cloud per test sample")
+    out = []
+    for cloud in points:
+        xyz = np.asarray(cloud, dtype=np.float64)
+        if xyz.ndim != 2 or xyz.shape[1] < 3 or xyz.shape[0] == 0:
+            raise ValueError(f"{fn}: a cloud must be (N, 3), got {xyz.shape}")
+        out.append(xyz[:, :3])
+    return out
+
+
 def write_completion(
     box3d: np.ndarray, kpts3d: np.ndarray, target: Mapping[str, Any], quant_bins: int
 ) -> str:
@@ -107,16 +120,12 @@ def centroid_mean_size(
     ``points[i]`` is sample i's point cloud (N, 3) in the object frame (the XYZ columns of
     the model's input). Keypoints: the training-mean offsets from the box centre.
     """
-    if points is None or len(points) != len(test):
-        raise ValueError("centroid_mean_size: pass points, one (N, 3) cloud per test sample")
+    clouds = _clouds(points, test, "centroid_mean_size")
     mean_box, offsets = _mean_box_and_offsets(train)  # (6,), (M, 3)
     half = 0.5 * (mean_box[3:] - mean_box[:3])  # (3,)
     out = []
-    for t, cloud in zip(test, points):
-        xyz = np.asarray(cloud, dtype=np.float64)
-        if xyz.ndim != 2 or xyz.shape[1] < 3 or xyz.shape[0] == 0:
-            raise ValueError(f"centroid_mean_size: a cloud must be (N, 3), got {xyz.shape}")
-        c = xyz[:, :3].mean(0)  # (3,)
+    for t, xyz in zip(test, clouds):
+        c = xyz.mean(0)  # (3,)
         out.append(
             write_completion(np.concatenate([c - half, c + half]), c + offsets, t, quant_bins)
         )
@@ -133,18 +142,14 @@ def cloud_aabb(
 
     Relative position of a keypoint: (k − box_min) / (box_max − box_min), in [0, 1]^3.
     """
-    if points is None or len(points) != len(test):
-        raise ValueError("cloud_aabb: pass points, one (N, 3) cloud per test sample")
+    clouds = _clouds(points, test, "cloud_aabb")
     boxes = _stack(train, "bbox3d", (6,))  # (B, 6)
     kpts = _stack(train, "kpts3d", ("M", 3))  # (B, M, 3)
     size = np.maximum(boxes[:, 3:] - boxes[:, :3], 1e-9)  # (B, 3)
     rel = ((kpts - boxes[:, None, :3]) / size[:, None, :]).mean(0)  # (M, 3)
     out = []
-    for t, cloud in zip(test, points):
-        xyz = np.asarray(cloud, dtype=np.float64)
-        if xyz.ndim != 2 or xyz.shape[1] < 3 or xyz.shape[0] == 0:
-            raise ValueError(f"cloud_aabb: a cloud must be (N, 3), got {xyz.shape}")
-        lo, hi = xyz[:, :3].min(0), xyz[:, :3].max(0)  # (3,), (3,)
+    for t, xyz in zip(test, clouds):
+        lo, hi = xyz.min(0), xyz.max(0)  # (3,), (3,)
         out.append(write_completion(np.concatenate([lo, hi]), lo + rel * (hi - lo), t, quant_bins))
     return out
 
