@@ -118,8 +118,8 @@ seed_rows = []
 for system in ("grpo", "grca"):
     for run in runs.seeds(system):
         r = runs.result(run)
-        seed_rows.append([PAPER_NAMES[system], run] + [nh.ours_cell(r, m)[0] if nh.ours_cell(r, m)
-                         else None for m in ("kpa3d", "iou3d", "pck3d", "parse_fail")])  # fmt: skip
+        cells = [nh.ours_cell(r, m) for m in ("kpa3d", "iou3d", "pck3d", "parse_fail")]
+        seed_rows.append([PAPER_NAMES[system], run] + [c[0] if c else None for c in cells])
 if seed_rows:
     nh.html_table(seed_rows, ["variant", "run", "kpa3d", "iou3d", "pck3d", "parse_fail"])
 else:

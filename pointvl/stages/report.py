@@ -120,6 +120,7 @@ class Runs:
 
             self._targets = load_targets(data_dir, "test")
         self._per: dict = {}
+        self._results: dict = {}
 
     def seeds(self, system: str) -> list[str]:
         """``system`` and its extra-seed systems that have a metrics JSON, seed 0 first."""
@@ -127,7 +128,10 @@ class Runs:
         return [s for s in names if (self.mdir / f"{s}.json").is_file()]
 
     def result(self, system: str) -> dict | None:
-        return _load(self.mdir / f"{system}.json")
+        """The system's metrics JSON, read once (every table cell asks for it)."""
+        if system not in self._results:
+            self._results[system] = _load(self.mdir / f"{system}.json")
+        return self._results[system]
 
     def per_sample(self, system: str) -> dict | None:
         """{metric: (N,)} from the saved predictions (None without data or predictions)."""
