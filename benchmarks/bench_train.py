@@ -41,7 +41,13 @@ from pointvl.config import load_params
 from pointvl.credit import CreditConfig
 from pointvl.io import atomic_write_json
 from pointvl.train.grca_trainer import GRCATrainer, SequenceReward
-from pointvl.train.tiny import scripted_completions, tiny_lm, tiny_rows, tiny_tokenizer
+from pointvl.train.tiny import (
+    scripted_completions,
+    tiny_lm,
+    tiny_policy_rows,
+    tiny_rows,
+    tiny_tokenizer,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 G = 8
@@ -162,23 +168,12 @@ def compare(scripted: bool, model, tok, rows, steps: int, rounds: int, max_len: 
 
 def pointvl_rl_step(model_cfg, max_len: int, steps: int) -> dict:
     """The PointVL policy at the given size: s/step of GRCATrainer (grca_rpc), G=8, 2 prompts."""
-    from pointvl.demo import demo_target
     from pointvl.model.policy import build_tiny_policy
 
     tok = tiny_tokenizer()
     model, proc = build_tiny_policy(tok, model_cfg)
     model.generation_config.eos_token_id = proc.eos_token_ids
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(4):
-        img = proc.prepare_image(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))
-        rows.append({
-            "prompt": proc.prompt_text("Locate the object in 2D and 3D."),
-            "target": demo_target(i),
-            "point_clouds": rng.uniform(-0.5, 0.5, (model_cfg.num_points, 6)).astype(np.float32),
-            "pixel_values": img["pixel_values"].numpy(),
-            "image_grid_thw": img["image_grid_thw"].numpy(),
-        })  # fmt: skip
+    rows = tiny_policy_rows(proc, 4, model_cfg.num_points, (112, 112))
     with tempfile.TemporaryDirectory() as out:
         args = grpo_args(out, steps, max_len)
         args.generation_kwargs = {

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 from datasets import Dataset
 from trl import GRPOConfig
 
-from pointvl.demo import demo_target
 from pointvl.model import ModelConfig
 from pointvl.model.policy import build_tiny_policy
 from pointvl.train.grca_trainer import EXTRA_PREFIX, GRCATrainer
-from pointvl.train.tiny import tiny_tokenizer
+from pointvl.train.tiny import tiny_policy_rows, tiny_tokenizer
 
 SMALL = dataclasses.replace(ModelConfig(), num_points=128, num_groups=8, group_size=16)
 KEYS = ("point_clouds", "pixel_values", "image_grid_thw")
@@ -27,19 +25,7 @@ def setup():
     tok = tiny_tokenizer()
     model, proc = build_tiny_policy(tok, SMALL)
     model.generation_config.eos_token_id = proc.eos_token_ids
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(2):
-        img = proc.prepare_image(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
-        rows.append(
-            {
-                "prompt": proc.prompt_text("Locate the object."),
-                "target": demo_target(i),
-                "point_clouds": rng.uniform(-0.5, 0.5, (SMALL.num_points, 6)).astype(np.float32),
-                "pixel_values": img["pixel_values"].numpy(),
-                "image_grid_thw": img["image_grid_thw"].numpy(),
-            }
-        )
+    rows = tiny_policy_rows(proc, 2, SMALL.num_points, (60, 80), "Locate the object.")
     args = GRPOConfig(
         output_dir="/tmp/pointvl_test_pointvl",
         per_device_train_batch_size=G,

@@ -67,6 +67,30 @@ def tiny_rows(n: int, tokenizer, seed: int = 0, num_points: int | None = None) -
     return rows
 
 
+def tiny_policy_rows(
+    processor,
+    n: int,
+    num_points: int,
+    image_hw: tuple[int, int] = (112, 112),
+    question: str = QUESTION,
+    seed: int = 0,
+) -> list[dict]:
+    """``n`` RL rows for the PointVL policy: prompt, ``demo_target(i)``, a random cloud (N, 6)
+    and a random RGB image (H, W, 3) prepared by ``processor`` (pixel_values, image_grid_thw)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        img = processor.prepare_image(rng.integers(0, 256, (*image_hw, 3), dtype=np.uint8))
+        rows.append({
+            "prompt": processor.prompt_text(question),
+            "target": demo_target(i),
+            "point_clouds": rng.uniform(-0.5, 0.5, (num_points, 6)).astype(np.float32),
+            "pixel_values": img["pixel_values"].numpy(),
+            "image_grid_thw": img["image_grid_thw"].numpy(),
+        })  # fmt: skip
+    return rows
+
+
 def scripted_completions(target: dict, quant_bins: int, seed: int = 0) -> list[str]:
     """The eight written completions of ``pointvl.demo`` (Sec. 3.7 cases) for ``target``."""
     return demo_completions(target, quant_bins, seed=seed)
