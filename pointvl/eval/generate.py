@@ -28,16 +28,17 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None):
 
 
 @torch.no_grad()
-def generate_completions(
+def generate_token_ids(
     model,
     processor,
     samples: Sequence[dict],
     batch_size: int = 16,
     max_new_tokens: int = 400,
-    progress: bool = True,
-) -> list[str]:
-    """Greedy completions for dataset samples (``points``, ``image``, ``question``), in order."""
-    texts: list[str] = []
+    progress: bool = False,
+) -> list[list[int]]:
+    """Greedy completion token ids (up to and including the first end-of-turn) per sample."""
+    out_ids: list[list[int]] = []
+    eos = set(processor.eos_token_ids)
     steps = range(0, len(samples), batch_size)
     for start in tqdm(steps, desc="generate", disable=not progress):
         chunk = list(samples[start : start + batch_size])
@@ -50,5 +51,20 @@ def generate_completions(
             eos_token_id=processor.eos_token_ids,
             pad_token_id=processor.tokenizer.pad_token_id,
         )  # (b, L + T)
-        texts += processor.decode_completions(out, prompt_len)
-    return texts
+        for row in out[:, prompt_len:].tolist():
+            end = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
+            out_ids.append(row[:end])
+    return out_ids
+
+
+def generate_completions(
+    model,
+    processor,
+    samples: Sequence[dict],
+    batch_size: int = 16,
+    max_new_tokens: int = 400,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions for dataset samples (``points``, ``image``, ``question``), in order."""
+    ids = generate_token_ids(model, processor, samples, batch_size, max_new_tokens, progress)
+    return processor.tokenizer.batch_decode(ids, skip_special_tokens=True)

@@ -1,0 +1,224 @@
+"""On-policy rollouts: the RL trainer samples from exactly the policy it scores and evaluates.
+
+Three equalities, each on the PointVL policy with point clouds and images:
+
+1. greedy completions through the trainer's generation path (TRL's ``_generate_and_score_
+   completions`` with our point-cloud inputs) equal, token for token, greedy completions
+   through the evaluation path (``pointvl.eval.generate.generate_completions``);
+2. the per-token log-probs the trainer computes for *sampled* completions equal those of a
+   plain forward of the same model on the same tokens (processor-built inputs);
+3. the log-probs of the sampling distribution itself (the scores ``generate`` sampled from,
+   KV cache and all) equal the trainer's log-probs: the update is on-policy.
+
+These failed before the policy built its M-RoPE inputs (``mm_token_type_ids``) inside
+``generate``: TRL's generate call does not pass them, so Qwen2.5-VL fell back to 1-D text
+positions for the rollouts while every log-prob pass and evaluation used 3-D positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pointvl.model import ModelConfig
+from pointvl.model.policy import build_tiny_policy
+from pointvl.train.tiny import tiny_tokenizer
+
+SMALL = dataclasses.replace(ModelConfig(), num_points=128, num_groups=8, group_size=16)
+G = 4
+T_MAX = 24
+
+
+def _samples(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    questions = ["Locate the object.", "What is the object?", "Describe it."]
+    return [
+        {
+            "points": rng.uniform(-0.5, 0.5, (SMALL.num_points, 6)).astype(np.float32),
+            "image": rng.integers(0, 256, (60, 80, 3), dtype=np.uint8),
+            "question": questions[i % len(questions)],
+            **{k: v for k, v in _target(i).items()},
+        }
+        for i in range(n)
+    ]
+
+
+def _target(i: int) -> dict:
+    from pointvl.demo import demo_target
+
+    t = demo_target(i)
+    t["K"] = np.asarray(t["K"], dtype=np.float64).reshape(3, 3)
+    t["R"] = np.asarray(t["R"], dtype=np.float64).reshape(3, 3)
+    return t
+
+
+@pytest.fixture(scope="module")
+def policy():
+    tok = tiny_tokenizer()
+    model, proc = build_tiny_policy(tok, SMALL, seed=3)
+    # sharpen attention: at the default init, attention is near-uniform and positions hardly
+    # move the logits; scaled queries/keys make the completions depend on every position
+    with torch.no_grad():
+        for name, p in model.model.language_model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(6.0)
+    model.eval()
+    return model, proc
+
+
+def _trainer(model, proc, samples, **gen):
+    from trl import GRPOConfig
+
+    from pointvl.train.rl import build_rl_trainer, rl_rows
+
+    cfg = type("Cfg", (), {"variant": "grca", "background": "seq", "lam": 0.15})()
+    args = GRPOConfig(
+        output_dir="/tmp/pointvl_test_rollout",
+        per_device_train_batch_size=G,
+        num_generations=G,
+        max_completion_length=T_MAX,
+        max_steps=1,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+        generation_kwargs=gen or None,
+    )
+    rows = rl_rows(samples, proc)
+    trainer = build_rl_trainer(model, proc, samples, rows, cfg, args, 100, 16)
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer, rows
+
+
+def _trim(ids: list[int], eos: list[int]) -> list[int]:
+    for j, t in enumerate(ids):
+        if t in eos:
+            return ids[: j + 1]
+    return ids
+
+
+def test_trainer_greedy_generation_equals_evaluation_generation(policy):
+    from pointvl.eval.generate import generate_token_ids
+
+    model, proc = policy
+    samples = _samples(3)
+    trainer, rows = _trainer(model, proc, samples, do_sample=False)
+    trainer.model.eval()
+    batch = [dict(r) for r in rows for _ in range(G)]  # group-major, as TRL's sampler
+    out = trainer._generate_and_score_completions(batch)
+    train_ids = [
+        ids[m.bool()].tolist()
+        for ids, m in zip(out["completion_ids"], out["completion_mask"], strict=True)
+    ]
+    eval_ids = generate_token_ids(model, proc, samples, batch_size=2, max_new_tokens=T_MAX)
+    for i, s in enumerate(eval_ids):
+        for g in range(G):
+            assert train_ids[i * G + g] == _trim(s, proc.eos_token_ids), (i, g)
+
+
+def test_trainer_prompt_ids_equal_processor_prompt_ids(policy):
+    model, proc = policy
+    samples = _samples(2)
+    trainer, rows = _trainer(model, proc, samples)
+    prompt_ids, _, _ = trainer._tokenize_prompts([r["prompt"] for r in rows])
+    for s, ids in zip(samples, prompt_ids, strict=True):
+        expected = proc(s["points"], s["image"], s["question"])["input_ids"].tolist()
+        assert list(ids) == expected
+
+
+def _plain_logps(model, proc, sample, completion: list[int], temperature: float) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) from one un-batched forward on processor-built inputs."""
+    one = proc(sample["points"], sample["image"], sample["question"])
+    ids = torch.cat([one["input_ids"], torch.tensor(completion)])[None]  # (1, L + T)
+    mm = (ids == model.config.image_token_id).int()
+    with torch.no_grad():
+        logits = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=mm,
+            point_clouds=one["point_clouds"][None],
+            pixel_values=one["pixel_values"],
+            image_grid_thw=one["image_grid_thw"],
+        ).logits[0, -len(completion) - 1 : -1]  # (T, V)
+    logp = torch.log_softmax(logits.double() / temperature, -1)
+    return logp.gather(-1, torch.tensor(completion)[:, None])[:, 0]  # (T,)
+
+
+def test_trainer_logps_equal_plain_forward_and_sampling_distribution(policy):
+    from pointvl.train.grca_trainer import EXTRA_PREFIX
+
+    model, proc = policy
+    samples = _samples(2, seed=1)
+    trainer, rows = _trainer(model, proc, samples)
+    trainer.model.eval()
+    T = trainer.temperature
+    batch = [dict(r) for r in rows for _ in range(G)]
+    torch.manual_seed(0)
+    out = trainer._generate_and_score_completions(batch)
+    extras = {k[len(EXTRA_PREFIX) :]: v for k, v in out.items() if k.startswith(EXTRA_PREFIX)}
+    trainer._model_extras = extras
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    am = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    with torch.no_grad():
+        lp, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, am, out["completion_ids"].shape[1]
+        )  # (B, T)
+    sampled = trainer._last_sampling_logps  # (B, T) log-probs of the distribution sampled from
+    assert sampled is not None
+    for b in range(len(batch)):
+        m = out["completion_mask"][b].bool()
+        comp = out["completion_ids"][b][m].tolist()
+        plain = _plain_logps(model, proc, samples[b // G], comp, T)
+        torch.testing.assert_close(lp[b][m].double(), plain, rtol=0, atol=2e-4)
+        torch.testing.assert_close(sampled[b][m].double(), plain, rtol=0, atol=2e-4)
+
+
+def _record_positions(model):
+    """Hook the language model: the position_ids of every prefill (seq len > 1) call."""
+    seen = []
+
+    def hook(module, args, kwargs):
+        pos = kwargs.get("position_ids")
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.shape[1] > 1:
+            seen.append(None if pos is None else pos.detach().clone())
+
+    return seen, model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_generation_and_logprob_passes_use_the_same_mrope_positions(policy):
+    """The prompt's positions at the rollout prefill equal those of the log-prob forward and
+    of evaluation (image tokens on Qwen's 3-D grid, text after them shifted by rope_deltas)."""
+    from pointvl.eval.generate import generate_token_ids
+    from pointvl.train.grca_trainer import EXTRA_PREFIX
+
+    model, proc = policy
+    samples = _samples(1)
+    trainer, rows = _trainer(model, proc, samples, do_sample=False)
+    trainer.model.eval()
+    seen, handle = _record_positions(model)
+    try:
+        out = trainer._generate_and_score_completions([dict(rows[0]) for _ in range(G)])
+        rollout = seen[-1]
+        generate_token_ids(model, proc, samples, batch_size=1, max_new_tokens=2)
+        evaluation = seen[-1]
+        trainer._model_extras = {
+            k[len(EXTRA_PREFIX) :]: v for k, v in out.items() if k.startswith(EXTRA_PREFIX)
+        }
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+        am = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+        with torch.no_grad():
+            trainer._get_per_token_logps_and_entropies(model, ids, am, ids.shape[1] - 1)
+        logprob = seen[-1]
+    finally:
+        handle.remove()
+    L = out["prompt_ids"].shape[1]
+    # generation passes (4, B, L) (text row + 3 M-RoPE rows), a forward (3, B, L): compare M-RoPE
+    rollout, evaluation, logprob = rollout[-3:, :1], evaluation[-3:], logprob[-3:, :1, :L]
+    assert int(evaluation.amax()) < L - 1  # the 3-D grid really compresses the image tokens
+    torch.testing.assert_close(rollout, evaluation, rtol=0, atol=0)
+    torch.testing.assert_close(rollout, logprob, rtol=0, atol=0)
