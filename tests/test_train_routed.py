@@ -82,7 +82,7 @@ def script_for(tok, row) -> list[list[int]]:
     rng = np.random.default_rng(0)
     end = tok.convert_tokens_to_ids("<|im_end|>")
     texts = []
-    for j in range(G - 1):
+    for _ in range(G - 1):
         vals = [v if rng.random() < 0.5 else (v + 1) % 10 for v in row["answers"]]
         texts.append(target_text(vals))
     texts.append('{"a": 1, "b"')
