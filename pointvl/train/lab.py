@@ -393,16 +393,12 @@ def samples_to_threshold(samples: Sequence[int], mean_acc: Sequence[float], thre
     return None
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> dict:
-    """Mean and Student-t confidence interval over seeds."""
-    from scipy import stats
+def t_interval(values: Sequence[float]) -> dict:
+    """Mean and 95% Student-t interval over seeds, as {"mean", "ci_lo", "ci_hi", "n"}."""
+    from pointvl.eval.stats import t_interval as t
 
-    v = np.asarray(values, dtype=np.float64)
-    m = float(v.mean())
-    if len(v) < 2:
-        return {"mean": m, "ci_lo": float("nan"), "ci_hi": float("nan"), "n": len(v)}
-    h = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": m, "ci_lo": m - h, "ci_hi": m + h, "n": len(v)}
+    ci = t(values)
+    return {"mean": ci["mean"], "ci_lo": ci["lo"], "ci_hi": ci["hi"], "n": ci["n"]}
 
 
 def ratio_ci(num: Sequence[float], den: Sequence[float], n_boot=4000, seed=0) -> dict:
