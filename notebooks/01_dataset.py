@@ -231,7 +231,7 @@ from pointvl.viz.view import visibility_figure  # noqa: E402
 VIEW_PARAMS = ROOT / "studies/view/params.yaml"
 vcfg = load_section(VIEW_PARAMS, "build_dataset", BuildDatasetConfig, profile)
 vrow = make_instance(spec, vcfg, Q)  # the same chair, same seed
-frame = ViewFrame(vrow["view_rotation"].reshape(3, 3), vrow["view_origin"], vrow["view_scale"])
+frame = ViewFrame.from_row(vrow)
 seen = point_visibility(mesh, camera, points[:, :3])  # (N,) which full-cloud points it sees
 print(f"input: {vrow['visible_pixels']} foreground depth pixels -> {vcfg.num_points} points; "
       f"the camera sees {seen.mean():.0%} of the full cloud and "

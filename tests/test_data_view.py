@@ -210,7 +210,7 @@ def test_frame_uses_only_the_visible_points_and_labels_fit_the_cube(pairs):
         # quantization round trip inside half a bin: nothing was clipped
         assert np.abs(dequantize_3d(quantize_3d(box, Q), Q) - box).max() <= 0.5 / Q + 1e-12
         # the view labels are the full task's, moved into the frame
-        frame = ViewFrame(v["view_rotation"].reshape(3, 3), v["view_origin"], v["view_scale"])
+        frame = ViewFrame.from_row(v)
         np.testing.assert_allclose(frame.to_object(kpts), full["kpts3d"].reshape(-1, 3),
                                    atol=1e-9)  # fmt: skip
 
@@ -230,7 +230,7 @@ def test_view_box_conventions():
     spec = InstanceSpec("test", 9, "car", instance_seed(0, "test", 9))
     tight = make_instance(spec, small_cfg(task="view"), Q)
     hull = make_instance(spec, small_cfg(task="view", view_box="object_box"), Q)
-    frame = ViewFrame(hull["view_rotation"].reshape(3, 3), hull["view_origin"], hull["view_scale"])
+    frame = ViewFrame.from_row(hull)
     expect = box_from_points(frame.to_view(aabb_corners(hull["bbox3d_object"])))
     np.testing.assert_allclose(hull["bbox3d"], expect, atol=1e-12)
     assert np.all(hull["bbox3d"][:3] <= tight["bbox3d"][:3] + 1e-9)  # the hull holds the

@@ -83,6 +83,15 @@ class ViewFrame:
     origin: np.ndarray  # (3,) object frame
     scale: float
 
+    @classmethod
+    def from_row(cls, row) -> ViewFrame:
+        """The frame of a ``view`` dataset row (``view_rotation``, ``view_origin``, ``view_scale``)."""
+        return cls(
+            np.asarray(row["view_rotation"], np.float64).reshape(3, 3),
+            np.asarray(row["view_origin"], np.float64),
+            float(row["view_scale"]),
+        )
+
     def to_view(self, xyz: np.ndarray) -> np.ndarray:
         """(..., 3) object frame -> (..., 3) view frame."""
         return self.scale * (np.asarray(xyz, np.float64) - self.origin) @ self.rotation.T

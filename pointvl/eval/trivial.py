@@ -254,12 +254,7 @@ def probe_row(row: Mapping[str, Any], num_points: int) -> dict[str, float]:
         "cloud_fps_exact": float(np.array_equal(np.unique(fps, axis=0), np.unique(kpts, axis=0))),
     }
     if row.get("view_rotation") is not None:
-        frame = ViewFrame(
-            np.asarray(row["view_rotation"], np.float64).reshape(3, 3),
-            np.asarray(row["view_origin"], np.float64),
-            float(row["view_scale"]),
-        )
-        obj = box_from_points(frame.to_object(xyz))  # (6,) object frame
+        obj = box_from_points(ViewFrame.from_row(row).to_object(xyz))  # (6,) object frame
         out["iou3d_cloud_aabb_object_frame"] = float(iou_3d(obj, row["bbox3d_object"]))
         out["kpts3d_occluded"] = 1.0 - float(np.mean(row["kpts3d_visible"]))
     return out
