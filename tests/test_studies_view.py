@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from test_dvc_pipeline import _dvc, repo_copy  # noqa: F401 (fixture)
 
@@ -57,7 +60,12 @@ def test_no_output_of_the_study_is_an_output_of_the_default_pipeline():
                                for b in base_outs), (name, p)  # fmt: skip
 
 
-def test_default_repro_runs_no_study_stage_and_the_study_builds_apart(repo_copy):  # noqa: F811
+def test_default_repro_runs_no_study_stage_and_the_study_builds_apart(
+    repo_copy,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # the stages' `python` is this interpreter (also when the venv is not activated)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     dry = _dvc(repo_copy, "repro", "--dry", "--force")
     assert "Running stage 'build_dataset'" in dry and "studies/view" not in dry
     _dvc(repo_copy, "repro", "studies/view/dvc.yaml:eval_trivial")
