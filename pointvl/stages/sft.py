@@ -25,7 +25,7 @@ from pointvl.config import ConfigError, from_dict, load_params
 from pointvl.io import atomic_write_json
 from pointvl.model import ModelConfig
 from pointvl.train.config import SFTConfig
-from pointvl.train.grca_trainer import MetricsLogger
+from pointvl.train.logs import MetricsLogger
 from pointvl.train.sft import (
     SFTSamples,
     build_sft_trainer,
