@@ -69,3 +69,13 @@ def test_table_view_stage_writes_ours_only(tmp_path):
     assert r"\begin{tabular}{l" + "c" * len(METRICS) + "}" in tex
     csv = (tmp_path / "tables/table3_view.csv").read_text()
     assert ",paper," not in csv
+
+
+def test_table_view_config_names_a_bad_arm():
+    from pointvl.config import ConfigError
+    from pointvl.stages.table_view import TableViewConfig
+
+    with pytest.raises(ConfigError, match="table_view.arms"):
+        TableViewConfig(arms=["grpo", "ppo"]).validate()
+    with pytest.raises(ConfigError, match="distinct"):
+        TableViewConfig(seeds=[0, 0]).validate()

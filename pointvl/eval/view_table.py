@@ -31,7 +31,9 @@ __all__ = ["ARM_NAMES", "METRICS", "TRIVIAL_ROWS", "seed_cell", "view_table"]
 ARM_NAMES = {
     "sft": "SFT",
     "grpo": "GRPO (broadcast reward)",
+    "gdpo": "GDPO (normalize-then-sum; ours)",
     "grca": "GRCA",
+    "grca_bg0": "GRCA, background 0 (ours)",
     "grca_rpc": "GRCA + RPC",
 }
 METRICS = ("pck3d", "chamfer3d", "kpa3d", "spread3d", "iou3d", "rpc", "iou2d", "kpa2d",

@@ -34,6 +34,11 @@ class TableViewConfig:
     """Output folder of table3_view.{md,csv,tex}."""
 
     def validate(self) -> None:
+        from pointvl.train.config import RL_VARIANTS
+
+        bad = [a for a in self.arms if a not in RL_VARIANTS]
+        if bad:
+            raise ConfigError(f"table_view.arms: unknown {bad}; accepted: {list(RL_VARIANTS)}")
         if not self.arms or not self.seeds:
             raise ConfigError("table_view.arms and table_view.seeds: expected non-empty lists")
         if len(set(self.seeds)) != len(self.seeds):
