@@ -11,6 +11,16 @@ override block is merged in. Profiles change values only, never code paths.
 
 ``load_section(path, "schema", SchemaConfig)`` returns the merged section as a dataclass and
 raises ``ConfigError`` naming the section, the key and the accepted keys on any unknown key.
+
+A study file layers on another params file (``extends``, relative to the study file), e.g.
+``studies/view/params.yaml``: the same stages, other values and output paths::
+
+    extends: ../../params.yaml
+    build_dataset: {task: view}           # applied after the base's profile overrides
+    overrides:
+      smoke: {rl: {max_steps: 2}}         # the study's own profile overrides, applied last
+
+Merge order: base defaults, base overrides[profile], study defaults, study overrides[profile].
 """
 
 from __future__ import annotations
@@ -44,20 +54,40 @@ def _deep_merge(base: dict, over: Mapping) -> dict:
     return out
 
 
+def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """(file, raw mapping) of ``path`` and of every file it ``extends``, base first."""
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"params file {path}: 'extends' loops back to itself")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params file {path}: expected a mapping at the top level")
+    base = raw.pop("extends", None)
+    if base is None:
+        return [(path, raw)]
+    if not isinstance(base, str):
+        raise ConfigError(f"params file {path}: extends={base!r}: expected a relative path")
+    return _layers(path.parent / base, (*seen, path.resolve())) + [(path, raw)]
+
+
 def load_params(path: str | os.PathLike | None = None, profile: str | None = None) -> dict:
     """Read ``params.yaml`` and merge the selected profile's overrides into the defaults.
 
-    ``profile`` (argument) > ``$POINTVL_PROFILE`` > the file's ``profile`` key.
+    ``profile`` (argument) > ``$POINTVL_PROFILE`` > the file's ``profile`` key (the last
+    file of an ``extends`` chain that has one). A study file's sections apply after the
+    base's profile overrides (module docstring).
     """
     path = Path(path) if path is not None else DEFAULT_PARAMS
-    if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    profile = profile or os.environ.get("POINTVL_PROFILE") or raw.get("profile", "tiny")
+    layers = _layers(path)
+    in_files = [raw["profile"] for _, raw in layers if "profile" in raw]
+    profile = profile or os.environ.get("POINTVL_PROFILE") or (in_files or ["tiny"])[-1]
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} in {path}: expected one of {PROFILES}")
-    overrides = raw.pop("overrides", {}) or {}
-    merged = _deep_merge(raw, overrides.get(profile, {}) or {})
+    merged: dict = {}
+    for _, raw in layers:
+        overrides = raw.pop("overrides", {}) or {}
+        merged = _deep_merge(_deep_merge(merged, raw), overrides.get(profile, {}) or {})
     merged["profile"] = profile
     return merged
 

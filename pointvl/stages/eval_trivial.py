@@ -2,11 +2,12 @@
 
     python -m pointvl.stages.eval_trivial --params params.yaml [--profile smoke]
 
-Training-mean box, centroid + mean size, the cloud's own AABB, keypoints at the box centre
-(``pointvl.eval.trivial``),
-written as completion texts and scored by the same parser and metrics as the models, with
+Training-mean box, centroid + mean size, the cloud's own AABB, keypoints at the box centre,
+the cloud's AABB with FPS keypoints (``pointvl.eval.trivial``), written as completion texts and scored by the same parser and metrics as the models, with
 95% bootstrap CIs over the test samples. Only ``trivial.REPORTED_METRICS`` are kept (their
 2D and text fields are copied from the ground truth, so other metrics would mean nothing).
+``probes`` (``trivial.probes``): the same predictors without quantization on the test split's
+own columns (and, for a ``view`` dataset, the object-frame AABB and the occluded keypoints).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 from pointvl.config import ConfigError, load_params, load_section
 from pointvl.eval.metrics import evaluate
 from pointvl.eval.targets import load_targets
-from pointvl.eval.trivial import REPORTED_METRICS, trivial_completions
+from pointvl.eval.trivial import REPORTED_METRICS, probes, trivial_completions
 from pointvl.io import atomic_write_json
 
 
@@ -34,6 +35,8 @@ class EvalTrivialConfig:
     """Seeds the bootstrap."""
     metrics: str = "results/metrics/eval/trivial.json"
     """Output: {predictor: {metric: {mean, lo, hi, n}}}."""
+    probes: str = "results/metrics/eval/trivial_probes.json"
+    """Output: {probe: {mean, lo, hi, n}} of ``trivial.probes`` on the test split."""
 
     def validate(self) -> None:
         if self.n_boot < 100:
@@ -49,6 +52,7 @@ def run(cfg: EvalTrivialConfig, profile: str) -> dict:
         res = evaluate(texts, test, quant_bins, seed=cfg.seed, n_boot=cfg.n_boot, language=False)
         out[name] = {m: res[m] for m in REPORTED_METRICS if m in res}
     atomic_write_json(cfg.metrics, out)
+    atomic_write_json(cfg.probes, probes(data_dir, "test", n_boot=cfg.n_boot, seed=cfg.seed))
     return out
 
 
