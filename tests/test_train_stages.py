@@ -37,7 +37,11 @@ def write_params(tmp: Path, **extra) -> Path:
     smoke = raw.setdefault("overrides", {}).setdefault("smoke", {}) or {}
     raw["overrides"]["smoke"] = smoke
     paths = {
-        "build_dataset": {"out_dir": str(tmp / "data"), "metrics": str(tmp / "m/build.json")},
+        "build_dataset": {
+            "out_dir": str(tmp / "data"),
+            "metrics": str(tmp / "m/build.json"),
+            "figures_dir": str(tmp / "figures"),
+        },
         "train_tokenizer": {
             "data_dir": str(tmp / "data"),
             "out_dir": str(tmp / "tok"),
