@@ -34,6 +34,11 @@ class ConfigError(ValueError):
     """A bad value in params.yaml or on the command line (names the field and what is accepted)."""
 
 
+class DataError(RuntimeError):
+    """Input data that cannot be used as asked (a dataset, a mesh root, a checkpoint file):
+    the message names the file and what was expected."""
+
+
 def _deep_merge(base: dict, over: Mapping) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():

@@ -197,3 +197,39 @@ def test_shape_mismatch_is_loud():
     enc = PointBertEncoder(tiny_point_bert_config())
     with pytest.raises(ValueError, match="shape"):
         load_point_bert_state_dict(enc, _fabricate(published_point_bert_keys()))
+
+
+class _Payload:
+    """A pickle that runs code when loaded (touches a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_malicious_checkpoint_runs_no_code(tmp_path):
+    """Was: torch.load(weights_only=False) executed code from a user-supplied .pth."""
+    from pointvl.config import DataError
+    from pointvl.model.point_bert import read_checkpoint
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "point_bert.pth"
+    torch.save({"base_model": {}, "evil": _Payload(str(marker))}, path)
+    enc = PointBertEncoder(tiny_point_bert_config())
+    with pytest.raises(DataError, match=r"point_bert.pth.*refused"):
+        load_point_bert_state_dict(enc, path)
+    assert not marker.exists()
+    # a plain checkpoint (tensors, numbers, dicts) and safetensors load
+    torch.save({"base_model": enc.state_dict(), "epoch": 3}, tmp_path / "ok.pth")
+    assert load_point_bert_state_dict(enc, tmp_path / "ok.pth").loaded
+    from safetensors.torch import save_file
+
+    save_file({f"base_model.{k}": v.contiguous() for k, v in enc.state_dict().items()},
+              tmp_path / "ok.safetensors")  # fmt: skip
+    assert read_checkpoint(tmp_path / "ok.safetensors").keys() == {
+        f"base_model.{k}" for k in enc.state_dict()
+    }

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -332,16 +334,44 @@ def map_point_bert_keys(state_dict: dict) -> tuple[dict, list[str]]:
     return mapped, ignored
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint file as a dict of tensors and plain values, without running its code.
+
+    ``.safetensors`` via safetensors; anything else via ``torch.load(weights_only=True)``,
+    which refuses pickled objects other than tensors, containers and numbers (a malicious
+    ``.pth`` cannot execute code). Such a file is a ``DataError`` naming it.
+    """
+    from pointvl.config import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Point-BERT checkpoint {path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0][:300]
+        raise DataError(
+            f"Point-BERT checkpoint {path}: holds objects other than tensors and plain values, "
+            f"refused (weights_only=True: {first}); convert it to a plain state dict or "
+            "safetensors with a trusted copy of its code"
+        ) from None
+
+
 def load_point_bert_state_dict(
     encoder: PointBertEncoder, checkpoint: dict | str | os.PathLike, strict: bool = False
 ) -> LoadReport:
     """Load a released Point-BERT checkpoint (path or dict) into ``encoder``; report the keys.
 
     A key whose shape differs from ours raises ``ValueError`` (a size mismatch is never silent).
-    ``strict=True`` also raises when a key is missing or unexpected.
+    ``strict=True`` also raises when a key is missing or unexpected. A path is read with
+    ``read_checkpoint`` (safetensors, or ``torch.load(weights_only=True)``: no code runs).
     """
     if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(checkpoint)
     mapped, ignored = map_point_bert_keys(checkpoint)
     own = encoder.state_dict()
     unexpected = sorted(k for k in mapped if k not in own)

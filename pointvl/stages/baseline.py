@@ -26,15 +26,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from pointvl.config import ConfigError, from_dict, load_params
-from pointvl.io import atomic_write_json, atomic_write_text
+from pointvl.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 BASELINE_NAMES = ("pointnet", "pointnet2", "pointbert")
 KEYPOINT_LOSS_NAMES = ("hungarian", "chamfer")
@@ -167,23 +165,6 @@ def build_model(cfg: BaselineConfig, name: str, params: dict, num_keypoints: int
     return build_baseline(
         name, num_keypoints, model_cfg.point_in_channels, size, model_cfg.point_config()
     )
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, renamed into place."""
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------------- stage
