@@ -259,6 +259,6 @@ def test_stage_cli_smoke(tmp_path):
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["train"] == 8 and m["test"] == 4 and m["profile"] == "smoke"
     man = json.loads((tmp_path / "data" / "manifest.json").read_text())
-    assert man["content_hash"] == m["content_hash"] and man["image_size"] == 64
+    assert man["content_hash"] == m["content_hash"] and man["image_size"] == 56
     assert (tmp_path / "fig" / "dataset_reprojection.html").stat().st_size > 1_000_000
     assert (tmp_path / "fig" / "dataset_gallery.png").is_file()

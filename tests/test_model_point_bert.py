@@ -41,7 +41,7 @@ def test_fps_matches_naive_loop():
 def test_knn_groups_match_brute_force():
     g = torch.Generator().manual_seed(1)
     pts = torch.rand(2, 100, 6, generator=g, dtype=torch.float64)
-    neigh, centers = group_points(pts, num_groups=5, group_size=7)
+    neigh, centers = group_points(pts, num_groups=5, points_per_group=7)
     assert neigh.shape == (2, 5, 7, 6) and centers.shape == (2, 5, 3)
     for b in range(2):
         for gi in range(5):
@@ -73,8 +73,8 @@ def test_encoder_shapes_tiny_and_translation_invariance_of_groups():
     # groups are centred: translating the cloud moves the centres and nothing else
     shifted = pts.clone()
     shifted[..., :3] += torch.tensor([0.3, -0.2, 0.1])
-    n1, c1 = group_points(pts, cfg.num_groups, cfg.group_size)
-    n2, c2 = group_points(shifted, cfg.num_groups, cfg.group_size)
+    n1, c1 = group_points(pts, cfg.num_groups, cfg.points_per_group)
+    n2, c2 = group_points(shifted, cfg.num_groups, cfg.points_per_group)
     torch.testing.assert_close(n1, n2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c1 + torch.tensor([0.3, -0.2, 0.1]), c2)
 

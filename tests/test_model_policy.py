@@ -48,7 +48,7 @@ def synthetic_sample(seed: int) -> dict:
     }
 
 
-SMALL = dataclasses.replace(ModelConfig(), num_points=256, num_groups=16, group_size=16)
+SMALL = dataclasses.replace(ModelConfig(), num_points=256, num_groups=16, points_per_group=16)
 
 
 @pytest.fixture(scope="module")

@@ -28,18 +28,22 @@ therefore meaningless and must not be reported: ``REPORTED_METRICS`` lists the o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 
+from pointvl.config import Range
 from pointvl.schema import DEFAULT_QUANT_BINS, format_target
 
 __all__ = [
+    "EvalTrivialConfig",
     "PREDICTORS",
     "REPORTED_METRICS",
     "box_centre",
     "centroid_mean_size",
     "cloud_aabb",
+    "evaluate_trivial",
     "train_mean",
     "trivial_completions",
     "write_completion",
@@ -188,3 +192,36 @@ def trivial_completions(
         for name, fn in PREDICTORS.items()
         if points is not None or fn not in (centroid_mean_size, cloud_aabb)
     }
+
+
+# ----------------------------------------------------------------------------- the stage's run
+@dataclass
+class EvalTrivialConfig:
+    """Section ``eval_trivial`` of params.yaml (the ``eval_trivial`` stage)."""
+
+    data_dir: str = "data/{profile}"
+    """The built benchmark ({profile} is replaced by the active profile)."""
+    n_boot: Annotated[int, Range(ge=100)] = 1000
+    """Bootstrap resamples for the 95% CIs."""
+    seed: int = 0
+    """Seeds the bootstrap."""
+    metrics: str = "results/metrics/eval/trivial.json"
+    """Output: {predictor: {metric: {mean, lo, hi, n}}}."""
+
+
+def evaluate_trivial(cfg: EvalTrivialConfig, profile: str) -> dict:
+    """Every trivial predictor on the test split, scored by the model metric path (95% CIs);
+    only ``REPORTED_METRICS`` are kept. Writes ``cfg.metrics`` (atomically) and returns it."""
+    from pointvl.eval.metrics import evaluate
+    from pointvl.eval.targets import load_targets
+    from pointvl.io import atomic_write_json
+
+    data_dir = cfg.data_dir.format(profile=profile)
+    train, _, _ = load_targets(data_dir, "train")
+    test, points, quant_bins = load_targets(data_dir, "test")
+    out = {}
+    for name, texts in trivial_completions(train, test, quant_bins, points).items():
+        res = evaluate(texts, test, quant_bins, seed=cfg.seed, n_boot=cfg.n_boot, language=False)
+        out[name] = {m: res[m] for m in REPORTED_METRICS if m in res}
+    atomic_write_json(cfg.metrics, out)
+    return out

@@ -54,8 +54,8 @@ class PointBertConfig(PreTrainedConfig):
     """N: points per cloud the encoder is sized for (FPS picks `num_groups` of them)."""
     num_groups: int = 512
     """G: FPS centres = point tokens (plus one CLS token)."""
-    group_size: int = 32
-    """K: nearest neighbours per centre."""
+    points_per_group: int = 32
+    """K: nearest neighbours per centre (saved configs before the rename call it group_size)."""
     in_channels: int = 3
     """Per-point input channels: 3 = xyz (published weights); 6 = xyz + normals."""
     encoder_dims: int = 256
@@ -79,11 +79,18 @@ class PointBertConfig(PreTrainedConfig):
         """Point tokens handed to the fusion: CLS + G groups."""
         return self.num_groups + 1
 
+    def __post_init__(self, **kwargs):
+        old = kwargs.pop("group_size", None)  # checkpoints saved before the rename
+        if old is not None:
+            self.points_per_group = old
+        super().__post_init__(**kwargs)
+
     def validate_sizes(self) -> None:
         """Run by ``@strict`` at construction (any ``validate_*`` method is a class validator)."""
-        if self.group_size > self.num_points or self.num_groups > self.num_points:
+        if self.points_per_group > self.num_points or self.num_groups > self.num_points:
             raise ValueError(
-                f"point_config: num_groups={self.num_groups} and group_size={self.group_size} "
+                f"point_config: num_groups={self.num_groups} and "
+                f"points_per_group={self.points_per_group} "
                 f"must be <= num_points={self.num_points}"
             )
         if self.hidden_size % self.num_attention_heads:
@@ -102,7 +109,7 @@ def tiny_point_bert_config(**overrides) -> PointBertConfig:
     values = dict(
         num_points=1024,
         num_groups=64,
-        group_size=32,
+        points_per_group=32,
         in_channels=6,
         encoder_dims=128,
         encoder_widths=(32, 64, 128),
@@ -140,7 +147,7 @@ def farthest_point_sample(xyz: torch.Tensor, num_samples: int) -> torch.Tensor:
     return idx
 
 
-def group_points(points: torch.Tensor, num_groups: int, group_size: int):
+def group_points(points: torch.Tensor, num_groups: int, points_per_group: int):
     """Eq. (2) input: FPS centres and their KNN groups, xyz relative to the centre.
 
     points (B, N, D) with D >= 3 (xyz first). Returns ``neighborhood`` (B, G, K, D) whose first 3
@@ -154,7 +161,7 @@ def group_points(points: torch.Tensor, num_groups: int, group_size: int):
     centers = xyz[batch, center_idx]  # (B, G, 3)
     with torch.no_grad():
         dist = torch.cdist(centers.detach(), xyz.detach())  # (B, G, N)
-        knn_idx = dist.topk(group_size, dim=-1, largest=False).indices  # (B, G, K)
+        knn_idx = dist.topk(points_per_group, dim=-1, largest=False).indices  # (B, G, K)
     neighborhood = points[batch[..., None], knn_idx]  # (B, G, K, D)
     neighborhood = torch.cat(
         [neighborhood[..., :3] - centers[:, :, None], neighborhood[..., 3:]], dim=-1
@@ -282,7 +289,7 @@ class PointBertEncoder(nn.Module):
                 f"points: expected shape (B, N, >={cfg.in_channels}), got {tuple(points.shape)}"
             )
         points = points[..., : cfg.in_channels].to(self.reduce_dim.weight.dtype)  # (B, N, D)
-        neighborhood, centers = group_points(points, cfg.num_groups, cfg.group_size)
+        neighborhood, centers = group_points(points, cfg.num_groups, cfg.points_per_group)
         tokens = self.reduce_dim(self.encoder(neighborhood))  # (B, G, C)
         B = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)  # (B, 1+G, C)
