@@ -143,22 +143,30 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw)
+    for section, values in raw.items():
+        if section != "profile" and values is not None and not isinstance(values, Mapping):
+            raise ConfigError(
+                f"{path}: params section {section!r}={values!r}: expected a mapping key -> value"
+            )
     profile = profile or os.environ.get("POINTVL_PROFILE") or raw.get("profile", "tiny")
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} in {path}: expected one of {PROFILES}")
     overrides = raw.pop("overrides", None) or {}
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"{path}: overrides={overrides!r}: expected a mapping profile -> {{...}}")
-    block = overrides.get(profile) or {}
-    if not isinstance(block, Mapping):
-        raise ConfigError(
-            f"{path}: overrides.{profile}={block!r}: expected a mapping section -> {{key: value}}"
-        )
-    for section, values in block.items():
-        if values is not None and not isinstance(values, Mapping):
+    for name, blk in overrides.items():
+        if name not in PROFILES:
+            raise ConfigError(f"{path}: overrides.{name}: unknown profile; expected {PROFILES}")
+        if blk is not None and not isinstance(blk, Mapping):
             raise ConfigError(
-                f"{path}: overrides.{profile}.{section}={values!r}: expected a mapping key -> value"
+                f"{path}: overrides.{name}={blk!r}: expected a mapping section -> {{key: value}}"
             )
+        for section, values in (blk or {}).items():
+            if values is not None and not isinstance(values, Mapping):
+                raise ConfigError(
+                    f"{path}: overrides.{name}.{section}={values!r}: expected a mapping key -> value"
+                )
+    block = overrides.get(profile) or {}
     shared = _shared_values(raw.pop("shared", None), profile, path)
     merged = _deep_merge(raw, block)
     merged = {k: _resolve(v, shared, k) for k, v in merged.items()}
