@@ -407,51 +407,59 @@ def parse_output(
     310-digit integer, NaN, 5,000 nested or unclosed brackets, ...) costs that field only.
     ``brackets``: a ``Brackets(text)`` to share with another parse of the same text.
     """
-    result = ParsedOutput(
+    try:
+        return parse_output_unguarded(text, num_keypoints, brackets=brackets)
+    except Exception:  # noqa: BLE001 - the contract is "never raises"; report no JSON
+        return _no_json()
+
+
+def _no_json() -> ParsedOutput:
+    return ParsedOutput(
         values={f: None for f in FIELDS},
         char_spans={f: None for f in FIELDS},
         errors={f: "no_json" for f in FIELDS},
     )
+
+
+def parse_output_unguarded(
+    text: Any, num_keypoints: int | None = NUM_KEYPOINTS, *, brackets: Brackets | None = None
+) -> ParsedOutput:
+    """``parse_output`` without its last-resort guard: an exception here is a parser bug
+    (``scripts/reliability.py`` counts them on fuzzed text; there should be none)."""
+    result = _no_json()
     if not isinstance(text, str):
         return result
-    try:
-        chosen = None
-        br = brackets if brackets is not None and brackets.text is text else Brackets(text)
-        for start in _candidate_starts(text):
-            entries, end = _scan_object(br, start)
-            if any(e[0] in FIELDS for e in entries):
-                chosen = (start, end, entries)
-                break
-        if chosen is None:
-            return result
-        start, end, entries = chosen
-        result.json_span = (start, end)
-        counts: dict[str, int] = {}
-        for e in entries:
-            counts[e[0]] = counts.get(e[0], 0) + 1
-        for name in FIELDS:
-            if counts.get(name, 0) == 0:
-                result.errors[name] = "missing"
-                continue
-            if counts[name] > 1:
-                result.errors[name] = "duplicate"
-                continue
-            _, v_start, v_end, value, ok = next(e for e in entries if e[0] == name)
-            if not ok:
-                result.errors[name] = "malformed"
-                continue
-            try:  # a fault inside one value never costs the other fields
-                decoded, err = _validate(name, value, num_keypoints)
-            except Exception:  # noqa: BLE001
-                decoded, err = None, "malformed"
-            result.errors[name] = err
-            if err is None:
-                result.values[name] = decoded
-                result.char_spans[name] = (v_start, v_end)
-    except Exception:  # noqa: BLE001 - the contract is "never raises"; report no JSON
-        return ParsedOutput(
-            values={f: None for f in FIELDS},
-            char_spans={f: None for f in FIELDS},
-            errors={f: "no_json" for f in FIELDS},
-        )
+    chosen = None
+    br = brackets if brackets is not None and brackets.text is text else Brackets(text)
+    for start in _candidate_starts(text):
+        entries, end = _scan_object(br, start)
+        if any(e[0] in FIELDS for e in entries):
+            chosen = (start, end, entries)
+            break
+    if chosen is None:
+        return result
+    start, end, entries = chosen
+    result.json_span = (start, end)
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e[0]] = counts.get(e[0], 0) + 1
+    for name in FIELDS:
+        if counts.get(name, 0) == 0:
+            result.errors[name] = "missing"
+            continue
+        if counts[name] > 1:
+            result.errors[name] = "duplicate"
+            continue
+        _, v_start, v_end, value, ok = next(e for e in entries if e[0] == name)
+        if not ok:
+            result.errors[name] = "malformed"
+            continue
+        try:  # a fault inside one value never costs the other fields
+            decoded, err = _validate(name, value, num_keypoints)
+        except Exception:  # noqa: BLE001
+            decoded, err = None, "malformed"
+        result.errors[name] = err
+        if err is None:
+            result.values[name] = decoded
+            result.char_spans[name] = (v_start, v_end)
     return result

@@ -7,7 +7,6 @@ is accepted; through a stage, exit code 2, one stderr line, no traceback, no fil
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pointvl.config import (
     load_params,
     with_overrides,
 )
-from pointvl.stages._cli import SECTIONS, section_class, validate_sections
+from pointvl.stages._cli import SECTIONS, redirect_outputs, section_class, validate_sections
 from pointvl.train.config import RLConfig, SFTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +128,7 @@ def test_cli_flags_go_through_the_same_checks():
 
 # ----------------------------------------------------------------------------- params.yaml
 def _params(tmp_path, mutate=None, text: str | None = None) -> Path:
-    raw = copy.deepcopy(RAW)
+    raw = redirect_outputs(RAW, tmp_path / "out", "smoke")  # a case that runs writes there
     if mutate is not None:
         mutate(raw)
     path = tmp_path / "params.yaml"
@@ -217,7 +216,7 @@ def test_a_stage_fails_first_in_one_line_with_exit_2(
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err, err
     after = sorted(p.relative_to(ROOT) for p in (ROOT / "results").rglob("*") if p.is_file())
-    assert before == after and not list(tmp_path.rglob("*.json"))
+    assert before == after and not (tmp_path / "out").exists()
 
 
 def test_as_a_process_bad_yaml_and_bad_values_print_no_traceback(tmp_path):

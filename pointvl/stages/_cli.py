@@ -43,11 +43,13 @@ read back as ``ctx.args.x``), move the input checks into ``prepare`` and the bod
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pointvl.config import ConfigError, DataError, from_dict, load_params, with_overrides
@@ -69,6 +71,36 @@ SECTIONS = {
     "figures": "pointvl.stages.figures:FiguresConfig",
 }
 """Every section of params.yaml -> ``module:Class`` of its dataclass (imported on use)."""
+
+
+OUTPUT_FIELDS = {
+    "credit_demo": ("out_dir", "metrics"),
+    "build_dataset": ("out_dir", "metrics", "figures_dir"),
+    "train_tokenizer": ("out_dir", "metrics"),
+    "eval_trivial": ("metrics",),
+    "baselines": ("out_dir", "predictions_dir", "metrics_dir", "log_dir"),
+    "zeroshot": ("predictions_dir", "metrics"),
+    "sft": ("out_dir", "log_dir", "metrics"),
+    "rl": ("out_dir", "log_dir", "metrics"),
+    "evaluate": ("predictions_dir", "metrics_dir"),
+    "report": ("tables_dir", "figures_dir"),
+    "figures": ("out_dir", "metrics"),
+    "notebooks": ("out_dir",),
+}
+"""The fields of each section that name something a stage writes."""
+
+
+def redirect_outputs(raw: dict, root: str | Path, profile: str) -> dict:
+    """A copy of raw params.yaml whose ``profile`` block sends every output under ``root``
+    (tests and ``scripts/reliability.py`` run stages without touching the repository)."""
+    raw = copy.deepcopy(raw)
+    block = raw.setdefault("overrides", {}).setdefault(profile, {})
+    for section, keys in OUTPUT_FIELDS.items():
+        values = block.setdefault(section, {}) or {}
+        block[section] = values
+        for key in keys:
+            values.setdefault(key, str(Path(root) / section / key))
+    return raw
 
 
 def section_class(name: str) -> type:
