@@ -6,9 +6,12 @@ routes that advantage only to the tokens of that field's JSON value span; the re
 (background) tokens get A_{i,bg} (Eq. 10b). GRCA+RPC (Eq. 14) mixes the standardized
 reprojection-consistency reward into the background advantage.
 
-Each variant is one small function (``grpo_advantages``, ``grca_advantages``,
-``grca_rpc_advantages``) with the same signature ``(CreditInputs, CreditConfig) -> (B, T)``;
-``ADVANTAGE_BUILDERS`` names them for the config.
+Each variant is one small function (``grpo_advantages``, ``gdpo_advantages``,
+``grca_advantages``, ``grca_bg0_advantages``, ``grca_rpc_advantages``) with the same signature
+``(CreditInputs, CreditConfig) -> (B, T)``; ``ADVANTAGE_BUILDERS`` names them for the config.
+GDPO (TRL's ``multi_objective_aggregation="normalize_then_sum"``) standardizes every reward
+component in its group like GRCA but sums them and broadcasts the sum: the arm that isolates
+what *routing* adds to per-field standardization (ours, not in the paper).
 
 Layout: rows are ordered group-major, i.e. rows ``g*G .. g*G+G-1`` are the G completions of
 prompt g (TRL's ``repeat_interleave`` order). Standardization must see whole groups, so call
@@ -19,6 +22,7 @@ Field ids in ``field_ids`` (B, T): 0 = background, k+1 = ``GEOMETRIC_FIELDS[k]``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -238,44 +242,50 @@ class CreditInputs:
     """Everything the advantage builders read for one generation batch (rows group-major)."""
 
     per_field_rewards: Any
-    """(B, F) reward r_{i,k} of each geometric field, columns in ``GEOMETRIC_FIELDS`` order."""
+    """(B, F) reward r_{i,k} of each routed field (for our task, ``GEOMETRIC_FIELDS`` order)."""
     seq_rewards: Any
     """(B,) sequence reward r_{i,seq} (what GRPO standardizes and broadcasts)."""
     rpc_rewards: Any
     """(B,) reprojection-consistency reward r_rpc (Eq. 13); may be None unless grca_rpc."""
     field_ids: Any
-    """(B, T) integer: 0 = background, k+1 = ``GEOMETRIC_FIELDS[k]`` (Eqs. 6-7)."""
+    """(B, T) integer: 0 = background, k+1 = field k (Eqs. 6-7)."""
     group_size: int
     """G, completions per prompt."""
+    format_rewards: Any = None
+    """(B,) format reward, the last component of r_seq; needed by gdpo only."""
 
     def __post_init__(self):
         self.per_field_rewards = torch.as_tensor(self.per_field_rewards)
         self.seq_rewards = torch.as_tensor(self.seq_rewards)
         self.field_ids = torch.as_tensor(self.field_ids)
-        if self.rpc_rewards is not None:
-            self.rpc_rewards = torch.as_tensor(self.rpc_rewards)
-        F = len(GEOMETRIC_FIELDS)
+        for name in ("rpc_rewards", "format_rewards"):
+            if getattr(self, name) is not None:
+                setattr(self, name, torch.as_tensor(getattr(self, name)))
         B = self.seq_rewards.shape[0] if self.seq_rewards.dim() == 1 else -1
         if B < 0:
             raise ValueError(f"seq_rewards must be (B,), got {tuple(self.seq_rewards.shape)}")
-        if tuple(self.per_field_rewards.shape) != (B, F):
+        if self.per_field_rewards.dim() != 2 or self.per_field_rewards.shape[0] != B:
             raise ValueError(
-                f"per_field_rewards must be (B, F)=({B}, {F}) (F = len(GEOMETRIC_FIELDS)), "
+                f"per_field_rewards must be (B, F) with B={B}, "
                 f"got {tuple(self.per_field_rewards.shape)}"
             )
         if self.field_ids.dim() != 2 or self.field_ids.shape[0] != B:
             raise ValueError(
                 f"field_ids must be (B, T) with B={B}, got {tuple(self.field_ids.shape)}"
             )
-        if self.rpc_rewards is not None and tuple(self.rpc_rewards.shape) != (B,):
-            raise ValueError(
-                f"rpc_rewards must be (B,)=({B},), got {tuple(self.rpc_rewards.shape)}"
-            )
+        for name in ("rpc_rewards", "format_rewards"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (B,):
+                raise ValueError(f"{name} must be (B,)=({B},), got {tuple(value.shape)}")
         _check_group(B, self.group_size)
 
     @property
     def num_tokens(self) -> int:
         return int(self.field_ids.shape[1])
+
+    @property
+    def num_fields(self) -> int:
+        return int(self.per_field_rewards.shape[1])
 
 
 @dataclass
@@ -290,6 +300,8 @@ class CreditConfig:
     """Eq. (9): ε added to the group std (TRL uses 1e-4)."""
     unbiased: bool = True
     """Eq. (9): Bessel-corrected group std, as TRL's GRPOTrainer."""
+    format_weight: float = 0.1
+    """gdpo only: weight of the format component (r_seq's weights: 1/F per field + this)."""
 
     def __post_init__(self):
         if self.background not in BACKGROUND_MODES:
@@ -327,9 +339,58 @@ def grca_rpc_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
     return routed_advantages(field_adv, batch.field_ids, bg)  # (B, T)
 
 
+def grca_bg0_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
+    """GRCA with background advantage 0 (Eq. 10b's other reading): only field spans learn."""
+    return grca_advantages(batch, dataclasses.replace(cfg, background="zero"))  # (B, T)
+
+
+def normalize_then_sum(
+    components: Any, weights: Any, group_size: int, eps: float = 1e-4
+) -> torch.Tensor:
+    """TRL's GDPO (``multi_objective_aggregation="normalize_then_sum"``), per completion:
+
+        s_i = Σ_k w_k (r_{i,k} − mean_g r_{·,k}) / (std_g r_{·,k} + ε)     (group-standardize)
+        Â_i = (s_i − mean_B s) / (std_B s + ε)                               (batch-standardize)
+
+    ``components`` (B, K), ``weights`` (K,). Unlike ``standardize_in_groups``, a group with
+    no spread gives (r − mean) / ε as TRL does (0 up to rounding). Returns (B,).
+    """
+    r, out_dtype = _as_float_tensor(components, "components")
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if r.dim() != 2 or w.shape != (r.shape[1],):
+        raise ValueError(
+            f"components must be (B, K) and weights (K,), got {tuple(r.shape)}, {tuple(w.shape)}"
+        )
+    B, K = r.shape
+    _check_group(B, group_size)
+    grouped = r.view(-1, group_size, K)  # (B/G, G, K)
+    std = grouped.std(1, keepdim=True) if group_size > 1 else torch.zeros_like(grouped[:, :1])
+    z = ((grouped - grouped.mean(1, keepdim=True)) / (std + eps)).view(B, K)  # (B, K)
+    s = z @ w  # (B,)
+    s_std = s.std() if B > 1 else torch.zeros(())
+    return ((s - s.mean()) / (s_std + eps)).to(out_dtype)  # (B,)
+
+
+def gdpo_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
+    """GDPO: per-component standardization of r_seq's parts (the F fields, weight 1/F each,
+    and the format reward, weight ``cfg.format_weight``), summed, batch-standardized and
+    broadcast to every token; no routing. Equals TRL's GDPO with those reward functions."""
+    if batch.format_rewards is None:
+        raise ValueError("gdpo needs CreditInputs.format_rewards (B,), got None")
+    F = batch.num_fields
+    parts = torch.cat(
+        [torch.as_tensor(batch.per_field_rewards), batch.format_rewards[:, None]], dim=1
+    )  # (B, F + 1)
+    weights = [1.0 / F] * F + [cfg.format_weight]
+    adv = normalize_then_sum(parts, weights, batch.group_size, cfg.eps)  # (B,)
+    return adv.unsqueeze(1).expand(-1, batch.num_tokens).contiguous()  # (B, T)
+
+
 ADVANTAGE_BUILDERS: dict[str, Callable[[CreditInputs, CreditConfig], torch.Tensor]] = {
     "grpo": grpo_advantages,
+    "gdpo": gdpo_advantages,
     "grca": grca_advantages,
+    "grca_bg0": grca_bg0_advantages,
     "grca_rpc": grca_rpc_advantages,
 }
 
@@ -343,7 +404,9 @@ def build_advantages(variant: str, batch: CreditInputs, cfg: CreditConfig) -> to
     return ADVANTAGE_BUILDERS[variant](batch, cfg)
 
 
-def credit_diagnostics(batch: CreditInputs) -> dict[str, float]:
+def credit_diagnostics(
+    batch: CreditInputs, fields: tuple[str, ...] = GEOMETRIC_FIELDS
+) -> dict[str, float]:
     """Namespaced diagnostics of one batch (python floats).
 
     ``adv/<field>_zero_std_frac``: fraction of groups whose field rewards have no spread
@@ -353,12 +416,12 @@ def credit_diagnostics(batch: CreditInputs) -> dict[str, float]:
     G = batch.group_size
     out: dict[str, float] = {}
     field_frac = zero_std_fraction(batch.per_field_rewards, G)  # (F,)
-    for k, name in enumerate(GEOMETRIC_FIELDS):
+    for k, name in enumerate(fields):
         out[f"adv/{name}_zero_std_frac"] = float(field_frac[k])
     out["adv/seq_zero_std_frac"] = float(zero_std_fraction(batch.seq_rewards, G))
     if batch.rpc_rewards is not None:
         out["adv/rpc_zero_std_frac"] = float(zero_std_fraction(batch.rpc_rewards, G))
-    for k, name in enumerate(GEOMETRIC_FIELDS):
+    for k, name in enumerate(fields):
         has_span = (batch.field_ids == k + 1).any(dim=1)  # (B,)
         out[f"spans/{name}_coverage"] = float(has_span.to(torch.float64).mean())
     return out

@@ -131,3 +131,35 @@ def atomic_dir(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Records of a JSON-lines file ([] when it does not exist); blank lines are skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON line ({e.msg})") from None
+    return out
+
+
+def write_csv(records: list[dict], path: str | os.PathLike) -> Path:
+    """Records -> CSV with the union of keys (``step`` first, empty where absent), atomically.
+
+    Nested values (lists, dicts) are left out: CSV columns are scalars (DVC plots, pandas)."""
+    import csv
+    import io
+
+    keys = sorted({k for r in records for k, v in r.items() if not isinstance(v, list | dict)})
+    keys = ["step", *[k for k in keys if k != "step"]]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, restval="", extrasaction="ignore")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: v for k, v in r.items() if not isinstance(v, list | dict)})
+    return atomic_write_text(path, buf.getvalue())

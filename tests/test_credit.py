@@ -56,6 +56,7 @@ def random_batch(rng: np.random.Generator, n_groups=3, G=4, T=12, with_rpc=True)
         rpc_rewards=rng.random(B) if with_rpc else None,
         field_ids=rng.integers(0, F + 1, size=(B, T)),
         group_size=G,
+        format_rewards=rng.random(B),
     )
 
 
@@ -330,12 +331,43 @@ def test_build_advantages_dispatch_and_errors():
     cfg = CreditConfig()
     for name, fn in ADVANTAGE_BUILDERS.items():
         assert torch.equal(build_advantages(name, batch, cfg), fn(batch, cfg))
-    assert set(ADVANTAGE_BUILDERS) == {"grpo", "grca", "grca_rpc"}
-    with pytest.raises(ValueError, match=r"'ppo'.*'grpo', 'grca', 'grca_rpc'"):
+    assert set(ADVANTAGE_BUILDERS) == {"grpo", "gdpo", "grca", "grca_bg0", "grca_rpc"}
+    with pytest.raises(ValueError, match=r"'ppo'.*'grpo', 'gdpo', 'grca'"):
         build_advantages("ppo", batch, cfg)
     no_rpc = random_batch(np.random.default_rng(11), with_rpc=False)
     with pytest.raises(ValueError, match="rpc_rewards"):
         grca_rpc_advantages(no_rpc, cfg)
+    no_format = CreditInputs(batch.per_field_rewards, batch.seq_rewards, None, batch.field_ids, 4)
+    with pytest.raises(ValueError, match="format_rewards"):
+        build_advantages("gdpo", no_format, cfg)
+
+
+def naive_gdpo(parts: np.ndarray, weights, G: int, eps=1e-4) -> np.ndarray:
+    """TRL 1.16's normalize_then_sum, written out per group and per component."""
+    B, K = parts.shape
+    z = np.zeros_like(parts)
+    for g in range(0, B, G):
+        blk = parts[g : g + G]
+        z[g : g + G] = (blk - blk.mean(0)) / (blk.std(0, ddof=1) + eps)
+    s = z @ np.asarray(weights)
+    return (s - s.mean()) / (s.std(ddof=1) + eps)
+
+
+def test_gdpo_is_normalize_then_sum_broadcast():
+    batch = random_batch(np.random.default_rng(5))
+    adv = build_advantages("gdpo", batch, CreditConfig(format_weight=0.1))  # (B, T)
+    assert torch.equal(adv, adv[:, :1].expand_as(adv))  # one value per completion
+    parts = np.column_stack([batch.per_field_rewards.numpy(), batch.format_rewards.numpy()])
+    want = naive_gdpo(parts, [0.25] * 4 + [0.1], batch.group_size)
+    np.testing.assert_allclose(adv[:, 0].numpy(), want, atol=1e-12)
+
+
+def test_grca_bg0_routes_fields_and_zeroes_the_background():
+    batch = random_batch(np.random.default_rng(6))
+    adv = build_advantages("grca_bg0", batch, CreditConfig())
+    bg = batch.field_ids == 0
+    assert torch.all(adv[bg] == 0)
+    torch.testing.assert_close(adv[~bg], build_advantages("grca", batch, CreditConfig())[~bg])
 
 
 def test_config_and_inputs_validation():
@@ -343,9 +375,9 @@ def test_config_and_inputs_validation():
         CreditConfig(background="none")
     with pytest.raises(ValueError, match="lam"):
         CreditConfig(lam=2.0)
-    with pytest.raises(ValueError, match=r"per_field_rewards.*\(4, 4\)"):
+    with pytest.raises(ValueError, match=r"per_field_rewards must be \(B, F\) with B=4"):
         CreditInputs(
-            torch.zeros(4, 3), torch.zeros(4), None, torch.zeros(4, 2, dtype=torch.long), 2
+            torch.zeros(3, 3), torch.zeros(4), None, torch.zeros(4, 2, dtype=torch.long), 2
         )
     with pytest.raises(ValueError, match=r"B=4.*G=3"):
         CreditInputs(

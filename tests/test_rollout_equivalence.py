@@ -70,24 +70,21 @@ def policy():
 
 
 def _trainer(model, proc, samples, **gen):
-    from trl import GRPOConfig
+    """The RL stage's trainer (``grpo_args`` + ``build_rl_trainer``) on ``samples``."""
+    from pointvl.train.config import RLConfig
+    from pointvl.train.rl import build_rl_trainer, grpo_args, rl_rows
 
-    from pointvl.train.rl import build_rl_trainer, rl_rows
-
-    cfg = type("Cfg", (), {"variant": "grca", "background": "seq", "lam": 0.15})()
-    args = GRPOConfig(
-        output_dir="/tmp/pointvl_test_rollout",
-        per_device_train_batch_size=G,
+    cfg = RLConfig(
+        variant="grca",
         num_generations=G,
+        prompts_per_step=len(samples),
         max_completion_length=T_MAX,
-        max_steps=1,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
-        generation_kwargs=gen or None,
+        mask_truncated_completions=False,
     )
+    args = grpo_args(
+        cfg, "/tmp/pointvl_test_rollout", proc, report_to=[], save_strategy="no",
+        use_cpu=True, generation_kwargs=gen,
+    )  # fmt: skip
     rows = rl_rows(samples, proc)
     trainer = build_rl_trainer(model, proc, samples, rows, cfg, args, 100, 16)
     trainer.current_gradient_accumulation_steps = 1
@@ -131,7 +128,10 @@ def test_trainer_prompt_ids_equal_processor_prompt_ids(policy):
 
 
 def _plain_logps(model, proc, sample, completion: list[int], temperature: float) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) from one un-batched forward on processor-built inputs."""
+    """log pi(y_t | x, y_<t) from one un-batched forward on processor-built inputs; the policy
+    is softmax(logits / T) with the placeholders at probability 0 (never sampled)."""
+    from pointvl.eval.generate import suppressed_ids
+
     one = proc(sample["points"], sample["image"], sample["question"])
     ids = torch.cat([one["input_ids"], torch.tensor(completion)])[None]  # (1, L + T)
     mm = (ids == model.config.image_token_id).int()
@@ -144,12 +144,13 @@ def _plain_logps(model, proc, sample, completion: list[int], temperature: float)
             pixel_values=one["pixel_values"],
             image_grid_thw=one["image_grid_thw"],
         ).logits[0, -len(completion) - 1 : -1]  # (T, V)
+    logits[:, list(suppressed_ids(proc))] = -float("inf")
     logp = torch.log_softmax(logits.double() / temperature, -1)
     return logp.gather(-1, torch.tensor(completion)[:, None])[:, 0]  # (T,)
 
 
 def test_trainer_logps_equal_plain_forward_and_sampling_distribution(policy):
-    from pointvl.train.grca_trainer import EXTRA_PREFIX
+    from pointvl.train.pointcloud import EXTRA_PREFIX
 
     model, proc = policy
     samples = _samples(2, seed=1)
@@ -194,7 +195,7 @@ def test_generation_and_logprob_passes_use_the_same_mrope_positions(policy):
     """The prompt's positions at the rollout prefill equal those of the log-prob forward and
     of evaluation (image tokens on Qwen's 3-D grid, text after them shifted by rope_deltas)."""
     from pointvl.eval.generate import generate_token_ids
-    from pointvl.train.grca_trainer import EXTRA_PREFIX
+    from pointvl.train.pointcloud import EXTRA_PREFIX
 
     model, proc = policy
     samples = _samples(1)
@@ -222,3 +223,34 @@ def test_generation_and_logprob_passes_use_the_same_mrope_positions(policy):
     assert int(evaluation.amax()) < L - 1  # the 3-D grid really compresses the image tokens
     torch.testing.assert_close(rollout, evaluation, rtol=0, atol=0)
     torch.testing.assert_close(rollout, logprob, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+@pytest.mark.parametrize("group_size", [1, 3])
+def test_decode_equals_hf_generate(policy, do_sample, group_size):
+    """The shared sampler reproduces ``generate`` token for token for the same seed, with the
+    prompt prefilled once per group and finished rows leaving the batch."""
+    from pointvl.eval.generate import Sampling, decode, hf_generate
+
+    model, proc = policy
+    batch = proc.batch(_samples(3, seed=2), with_target=False)
+    t = proc.token_ids
+    sampling = Sampling(
+        max_new_tokens=T_MAX,
+        eos_token_ids=tuple(proc.eos_token_ids),
+        pad_token_id=t["pad_token_id"],
+        do_sample=do_sample,
+        temperature=0.7,
+        suppress_tokens=(t["image_token_id"], t["point_token_id"]),
+    )
+    torch.manual_seed(11)
+    ref = hf_generate(model, batch, sampling, group_size).ids
+    # one more end-of-turn id, taken from the first row, so that rows end at different steps
+    sampling = dataclasses.replace(sampling, eos_token_ids=(*sampling.eos_token_ids, ref[0][5]))
+    torch.manual_seed(11)
+    ref = hf_generate(model, batch, sampling, group_size).ids
+    torch.manual_seed(11)
+    got = decode(model, batch, sampling, group_size, return_logprobs=True)
+    assert got.ids == ref
+    assert len({len(r) for r in ref}) > 1  # rows finished at different steps
+    assert [len(x) for x in got.logprobs] == [len(r) for r in got.ids]

@@ -17,7 +17,9 @@ from trl import GRPOConfig, GRPOTrainer
 
 from pointvl.credit import CreditConfig
 from pointvl.schema import GEOMETRIC_FIELDS, format_target
-from pointvl.train.grca_trainer import GRCATrainer, SequenceReward
+from pointvl.step import Scoring
+from pointvl.train.grca_trainer import GeometryTask, GRCATrainer
+from pointvl.train.routed import FieldScores, TaskReward
 from pointvl.train.tiny import scripted_completions, tiny_lm, tiny_rows, tiny_tokenizer
 
 G = 8
@@ -45,14 +47,19 @@ class ScriptedGRCA(Scripted, GRCATrainer):
         return logps, ent, aux
 
 
-class EqualFieldsGRCA(ScriptedGRCA):
+class EqualFieldsTask(GeometryTask):
     """Every field reward set to the sequence reward (GRCA must then equal GRPO)."""
 
-    def _calculate_rewards(self, *args):
-        out = super()._calculate_rewards(*args)
-        F = len(GEOMETRIC_FIELDS)
-        self._scores[:, 1 : 1 + F] = self._scores[:, :1]
-        return out
+    def score(self, completions, inputs) -> FieldScores:
+        s = super().score(completions, inputs)
+        s.rewards = np.repeat(s.columns["seq"][:, None], len(self.fields), axis=1)
+        return s
+
+
+class EqualFieldsGRCA(ScriptedGRCA):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task.task = EqualFieldsTask(self.scoring)
 
 
 class ScriptedTRL(Scripted, GRPOTrainer):
@@ -108,9 +115,13 @@ def make(cls, model, tok, rows, script, variant, background="seq", seed=0, **kw)
     )
     ds = Dataset.from_list(rows)
     if cls is ScriptedTRL:
+        task = GeometryTask(Scoring(Q))
+        columns = kw.pop("columns", ("seq",))
+        for k, v in kw.items():
+            setattr(args, k, v)
         t = cls(
             copy.deepcopy(model),
-            reward_funcs=[SequenceReward(Q)],
+            reward_funcs=[TaskReward(task, c) for c in columns],
             args=args,
             train_dataset=ds,
             processing_class=tok,
@@ -123,7 +134,7 @@ def make(cls, model, tok, rows, script, variant, background="seq", seed=0, **kw)
             processing_class=tok,
             variant=variant,
             credit=CreditConfig(background=background),
-            quant_bins=Q,
+            scoring=Scoring(Q),
             **kw,
         )
     t.script = script
@@ -169,15 +180,17 @@ def test_grpo_gives_every_token_the_same_advantage(model, tok, rows):
     assert adv[:, 0].std() > 0  # the completions differ
 
 
-def test_grca_with_equal_field_rewards_reproduces_grpo_exactly(model, tok, rows):
+def test_grca_with_equal_field_rewards_reproduces_grpo(model, tok, rows):
+    """Field advantages are standardized in float64, TRL's in float32: equal to 1e-6."""
     script = encode(tok, scripted_completions(rows[0]["target"], Q))
     grpo = make(ScriptedGRCA, model, tok, rows, script, "grpo")
     grca = make(EqualFieldsGRCA, model, tok, rows, script, "grca")
     b1, l1 = step(grpo, rows)
     b2, l2 = step(grca, rows)
     mask = b1["completion_mask"].bool()
-    assert torch.equal(b1["advantages"][mask], b2["advantages"][mask])
-    assert torch.equal(l1, l2)
+    assert (b2["field_ids"][mask] > 0).float().mean() > 0.5  # most tokens are routed
+    torch.testing.assert_close(b1["advantages"][mask], b2["advantages"][mask], rtol=0, atol=2e-6)
+    torch.testing.assert_close(l1, l2, rtol=0, atol=2e-6)
 
 
 def test_grpo_variant_matches_trl_grpo_trainer(model, tok, rows):
@@ -200,14 +213,54 @@ def test_grpo_variant_matches_trl_grpo_trainer(model, tok, rows):
         torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-4, atol=1e-7, msg=n)
 
 
+def test_gdpo_variant_matches_trl_gdpo(model, tok, rows):
+    """gdpo = TRL's own normalize-then-sum over r_seq's components (fields + format)."""
+    script = encode(tok, scripted_completions(rows[0]["target"], Q))
+    ours = make(ScriptedGRCA, model, tok, rows, script, "gdpo")
+    trl = make(
+        ScriptedTRL, model, tok, rows, script, None,
+        columns=(*GEOMETRIC_FIELDS, "format"),
+        multi_objective_aggregation="normalize_then_sum",
+        reward_weights=[0.25] * 4 + [0.1],
+    )  # fmt: skip
+    b1, l1 = step(ours, rows)
+    b2, l2 = step(trl, rows)
+    torch.testing.assert_close(
+        b1["advantages"], b2["advantages"][:, None].expand_as(b1["advantages"])
+    )
+    assert b1["advantages"].std() > 0
+    torch.testing.assert_close(l1, l2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["grpo", "gdpo", "grca", "grca_bg0", "grca_rpc"])
+def test_trainer_advantages_equal_the_rl_step(model, tok, rows, variant):
+    """The trainer's (B, T) advantages are ``pointvl.step.score_and_route`` of the batch."""
+    from pointvl.spans import TokenLengths
+    from pointvl.step import score_and_route
+
+    script = encode(tok, scripted_completions(rows[0]["target"], Q))
+    t = make(ScriptedGRCA, model, tok, rows, script, variant)
+    batch, _ = step(t, rows)
+    mask = batch["completion_mask"].bool()
+    texts = tok.batch_decode(script, skip_special_tokens=True)
+    ref = score_and_route(
+        texts, script, [rows[0]["target"]] * G, TokenLengths(tok), G, [variant],
+        CreditConfig(), Scoring(Q), num_tokens=mask.shape[1],
+    )  # fmt: skip
+    torch.testing.assert_close(
+        batch["advantages"][mask], ref.advantages[variant][mask].float(), rtol=1e-5, atol=1e-5
+    )
+    assert torch.equal(batch["field_ids"][mask], ref.field_ids[mask])
+
+
 def test_every_variant_logs_the_same_metric_names(model, tok, rows):
     script = encode(tok, scripted_completions(rows[0]["target"], Q))
     names = {}
-    for v in ("grpo", "grca", "grca_rpc"):
+    for v in ("grpo", "gdpo", "grca", "grca_bg0", "grca_rpc"):
         t = make(ScriptedGRCA, model, tok, rows, script, v)
         step(t, rows)
-        names[v] = set(t._metrics["train"])
-    assert names["grpo"] == names["grca"] == names["grca_rpc"]
+        names[v] = {n for n in t._metrics["train"] if not n.startswith("rewards/")}
+    assert len({frozenset(n) for n in names.values()}) == 1, names
     expected = {f"reward/{f}" for f in GEOMETRIC_FIELDS} | {"reward/rpc", "reward/seq"}
     expected |= {f"adv/{f}_zero_std_frac" for f in GEOMETRIC_FIELDS}
     expected |= {f"spans/{f}_coverage" for f in GEOMETRIC_FIELDS} | {"spans/parse_fail_frac"}
@@ -247,15 +300,21 @@ def test_unknown_variant_is_rejected(model, tok, rows):
         make(ScriptedGRCA, model, tok, rows, [[1]], "ppo")
 
 
-class LengthRewards(GRCATrainer):
+class LengthTask(GeometryTask):
     """Rewards that vary with the sampled text (a random LM writes no JSON), so the loss moves."""
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        r = torch.tensor([(len(c) % 7) / 7.0 for c in completions], dtype=torch.float64)
-        self._scores[:, 0] = r  # r_seq: the background advantage of grca (background="seq")
-        self._scores[:, 1 + len(GEOMETRIC_FIELDS)] = 1.0 - r  # r_rpc
-        return self._scores[:, :1].float()
+    def score(self, completions, inputs) -> FieldScores:
+        s = super().score(completions, inputs)
+        r = np.array([(len(c) % 7) / 7.0 for c in completions])
+        s.columns["seq"] = r  # r_seq: the background advantage of grca (background="seq")
+        s.columns["rpc"] = 1.0 - r
+        return s
+
+
+class LengthRewards(GRCATrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task.task = LengthTask(self.scoring)
 
 
 def test_rl_resume_ends_with_the_same_weights(model, tok, tmp_path):

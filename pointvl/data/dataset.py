@@ -37,6 +37,12 @@ from PIL import Image
 from pointvl.config import DataError
 
 QA_MODES = ("rotate", "all", "first")
+VAL_FRACTION = 0.05
+"""The validation split: the last 5% (at least 1) of the stored train split's instances, held
+out from ``train`` (SFT, RL prompts, baselines), never taken from test. RL recipes and
+validation curves are chosen and drawn on it."""
+SPLITS = ("train", "val", "test", "train_all")
+"""``train_all`` is the stored train split whole (train + val)."""
 _META_COLUMNS = (
     "uid", "category", "index", "description", "questions", "answers", "qa_types", "targets",
     "K", "R", "t", "bbox2d", "bbox3d", "kpts2d", "kpts3d", "width", "height",
@@ -126,15 +132,24 @@ def verify_shard(root: str | os.PathLike, rel: str, manifest: dict) -> None:
     _VERIFIED.add(key)
 
 
+def val_count(num_train: int) -> int:
+    """Instances of the stored train split that form the val split (``VAL_FRACTION``)."""
+    return max(1, int(round(VAL_FRACTION * num_train))) if num_train > 1 else 0
+
+
 def read_split(
     root: str | os.PathLike, split: str, columns: Sequence[str] | None = None
 ) -> pa.Table:
     """The rows of one split as a pyarrow Table (shards concatenated in order), each shard
-    checked against the manifest's sha256 first (``verify_shard``)."""
+    checked against the manifest's sha256 first (``verify_shard``).
+
+    ``train`` and ``val`` are carved from the stored train split (``VAL_FRACTION``);
+    ``train_all`` is the stored train split whole."""
     manifest = read_manifest(root)
-    if split not in manifest["splits"]:
-        raise ValueError(f"split={split!r}: expected one of {sorted(manifest['splits'])}")
-    shards = manifest["splits"][split]["shards"]
+    stored = "train" if split in ("val", "train_all") else split
+    if stored not in manifest["splits"] or split not in SPLITS:
+        raise ValueError(f"split={split!r}: expected one of {SPLITS}")
+    shards = manifest["splits"][stored]["shards"]
     if not shards:
         any_shard = next(Path(root).glob("*/shard-*.parquet"), None)
         if any_shard is None:
@@ -142,8 +157,12 @@ def read_split(
         return pq.read_schema(any_shard).empty_table()
     for rel in shards:
         verify_shard(root, rel, manifest)
-    tables = [pq.read_table(Path(root) / s, columns=columns) for s in shards]
-    return pa.concat_tables(tables)
+    table = pa.concat_tables([pq.read_table(Path(root) / s, columns=columns) for s in shards])
+    if stored == "train" and split != "train_all":
+        n_val = val_count(table.num_rows)
+        cut = table.num_rows - n_val
+        table = table.slice(cut) if split == "val" else table.slice(0, cut)
+    return table
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -1,16 +1,73 @@
-"""Greedy generation on a test split: checkpoint -> completion texts (the eval path of DESIGN.md).
+"""Generation, shared by evaluation and the RL trainer: one sampler, so rollouts and evaluation
+are conditioned exactly alike (the eval path of DESIGN.md, and the rollouts of the rl step).
 
-A checkpoint folder holds the model (``save_pretrained``) and the ``PointVLProcessor``; the
-model classes are registered with the Auto classes, so ``AutoModelForCausalLM`` loads it.
+    prompts (B0 unique, left-padded) + point clouds / images
+      -> prefill once per prompt (Point-BERT, vision tower, prompt tokens)      (B0, L)
+      -> KV cache repeated G times, group-major: row i*G + g                    (B0*G, L)
+      -> decode: logits -> suppress -> / temperature -> softmax -> draw        (B, V)
+         rows that reached end-of-turn leave the batch (their cache rows are dropped)
+      -> completion ids (up to and including the first end-of-turn), log-probs of the
+         distribution each token was drawn from
+
+``decode`` is exactly Hugging Face's ``generate`` for the same inputs and the same seed
+(tested token for token, greedy and sampled), without its per-step bookkeeping: the same
+model forward at prefill, the language model + LM head at each decoding step with the
+positions ``generate`` would build (text positions + ``rope_deltas`` of the M-RoPE prompt),
+and the same random draws (``torch.multinomial(p, 1)`` is ``argmax(p / q)``, q ~ Exp(1)
+over the full (B, V) batch, which is drawn whole even after rows finished).
+Two things can differ in the last float bits: the prompt is prefilled once for its G
+completions, and finished rows leave the batch, so matrix products run on other batch
+sizes. ``bench_train`` counts the completions that stay identical.
+
+The sampling distribution is the policy the RL loss scores: softmax(logits / T) with
+``suppress_tokens`` (the point / image placeholders) at probability 0.
+``pointvl.train.pointcloud`` scores completions with the same rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How completions are drawn (the evaluation default is greedy)."""
+
+    max_new_tokens: int
+    """Tokens per completion at most (end-of-turn included)."""
+    eos_token_ids: tuple[int, ...]
+    """A completion ends at the first of these (kept in the completion)."""
+    pad_token_id: int
+    """Fills finished rows."""
+    do_sample: bool = False
+    """False: greedy (argmax of the suppressed logits); True: draw from softmax(logits / T)."""
+    temperature: float = 1.0
+    """T of the sampling distribution (ignored when greedy)."""
+    suppress_tokens: tuple[int, ...] = ()
+    """Token ids that are never generated (probability 0), e.g. the placeholders."""
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"Sampling.max_new_tokens={self.max_new_tokens}: expected >= 1")
+        if not self.eos_token_ids:
+            raise ValueError("Sampling.eos_token_ids is empty: a completion could never end")
+        if self.do_sample and not self.temperature > 0:
+            raise ValueError(f"Sampling.temperature={self.temperature}: expected > 0 when sampling")
+
+
+@dataclasses.dataclass
+class Decoded:
+    """Completions of one batch, row-aligned with the (expanded) prompts."""
+
+    ids: list[list[int]]
+    """Completion token ids, up to and including the first end-of-turn token."""
+    logprobs: list[list[float]] | None
+    """log pi(y_t | x, y_<t) under the sampling distribution, one per id (None if not asked)."""
 
 
 def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None):
@@ -27,6 +84,184 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None):
     return model.eval(), PointVLProcessor.from_pretrained(path)
 
 
+# ----------------------------------------------------------------------------- the sampler
+def _scores(logits: torch.Tensor, sampling: Sampling, suppress: torch.Tensor | None):
+    """Processed scores as ``generate`` builds them: float32 copy, suppressed ids at -inf,
+    divided by T when sampling. (B, V) -> (B, V)."""
+    scores = logits.to(dtype=torch.float32, copy=True)  # (B, V)
+    if suppress is not None:
+        scores[:, suppress] = -float("inf")
+    if sampling.do_sample:
+        scores = scores / sampling.temperature
+    return scores
+
+
+def _prompt_positions(model, batch: dict) -> torch.Tensor:
+    """The prompt positions ``generate`` uses: (B, L) for a text LM, (4, B, L) for Qwen2.5-VL
+    (a text row + 3 M-RoPE rows; this also sets ``model.model.rope_deltas``)."""
+    kwargs = {k: v for k, v in batch.items() if k != "input_ids"}
+    return model._prepare_position_ids_for_generation(batch["input_ids"], kwargs)
+
+
+def _decode_step(model, tok, attention_mask, position_ids, cache) -> torch.Tensor:
+    """Logits (b, V) of the next token after ``tok`` (b,). A Qwen2.5-VL policy runs its
+    language model + LM head directly (the multimodal wrapper has nothing left to do once the
+    prompt is in the cache); any other causal LM runs its own forward."""
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "language_model") and hasattr(inner, "rope_deltas"):
+        hidden = inner.language_model(
+            inputs_embeds=model.get_input_embeddings()(tok[:, None]),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+        ).last_hidden_state  # (b, 1, d)
+        return model.lm_head(hidden[:, -1])  # (b, V)
+    out = model(
+        input_ids=tok[:, None],
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+    )
+    return out.logits[:, -1]  # (b, V)
+
+
+@torch.no_grad()
+def decode(
+    model,
+    batch: dict[str, torch.Tensor],
+    sampling: Sampling,
+    group_size: int = 1,
+    return_logprobs: bool = False,
+) -> Decoded:
+    """Complete each of the B0 prompts of ``batch`` ``group_size`` times (rows group-major).
+
+    ``batch``: left-padded ``input_ids`` / ``attention_mask`` (B0, L) plus the model's other
+    inputs for those prompts (``point_clouds`` (B0, N, C), ``pixel_values``,
+    ``image_grid_thw`` (B0, 3), optional ``mm_token_type_ids``). Works for the PointVL
+    policy, any Qwen2.5-VL-style model and any causal LM whose forward takes ``cache``.
+    """
+    G = int(group_size)
+    if G < 1:
+        raise ValueError(f"group_size={group_size}: expected >= 1")
+    device = batch["input_ids"].device
+    eos = torch.tensor(sampling.eos_token_ids, device=device)
+    suppress = torch.tensor(sampling.suppress_tokens, device=device, dtype=torch.long)
+    suppress = suppress if suppress.numel() else None
+
+    # prefill: the full forward once per prompt, with the positions generate would use
+    position_ids = _prompt_positions(model, batch)  # (B0, L) or (4, B0, L)
+    am = batch["attention_mask"]  # (B0, L)
+    if bool((am == 1).all()):
+        am = None  # no padding: generate drops the mask (causal attention without one)
+    prefill = {**batch, "attention_mask": am}
+    out = model(**prefill, position_ids=position_ids, use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    logits = out.logits[:, -1, :]  # (B0, V)
+    # each new token: the previous position + 1 in every row of the positions (generate's rule)
+    next_pos = position_ids[..., -1:] + 1  # (B0, 1) or (4, B0, 1)
+    bdim = next_pos.dim() - 2  # the batch dimension of the positions
+    if G > 1:
+        cache.batch_repeat_interleave(G)
+        logits = logits.repeat_interleave(G, 0)
+        am = am.repeat_interleave(G, 0) if am is not None else None
+        next_pos = next_pos.repeat_interleave(G, bdim)
+    B = logits.shape[0]
+
+    active = torch.arange(B, device=device)  # rows still decoding (indices into the B rows)
+    ids = [[] for _ in range(B)]
+    lps = [[] for _ in range(B)] if return_logprobs else None
+    for step in range(sampling.max_new_tokens):
+        scores = _scores(logits, sampling, suppress)  # (b, V)
+        if sampling.do_sample:
+            probs = torch.softmax(scores, dim=-1)  # (b, V)
+            # torch.multinomial(p, 1) == argmax(p / q), q ~ Exp(1) drawn for the whole batch
+            q = torch.empty((B, probs.shape[1]), device=device).exponential_(1)  # (B, V)
+            tok = (probs / q[active]).argmax(-1)  # (b,)
+        else:
+            tok = scores.argmax(-1)  # (b,)
+        if return_logprobs:
+            lp = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0].tolist()  # (b,)
+        done = torch.isin(tok, eos)  # (b,)
+        for j, (row, t) in enumerate(zip(active.tolist(), tok.tolist())):
+            ids[row].append(t)
+            if return_logprobs:
+                lps[row].append(lp[j])
+        if bool(done.all()) or step + 1 == sampling.max_new_tokens:
+            break
+        keep = ~done
+        if not bool(keep.all()):  # finished rows leave the batch
+            sel = keep.nonzero()[:, 0]  # (b',)
+            cache.batch_select_indices(sel)
+            active, tok = active[sel], tok[sel]
+            next_pos = next_pos.index_select(bdim, sel)
+            am = am[sel] if am is not None else None
+        if am is not None:
+            am = torch.cat([am, am.new_ones(am.shape[0], 1)], dim=1)  # (b, L + t + 1)
+        logits = _decode_step(model, tok, am, next_pos, cache)  # (b, V)
+        next_pos = next_pos + 1
+    return Decoded(ids=ids, logprobs=lps)
+
+
+def hf_generate(model, batch: dict, sampling: Sampling, group_size: int = 1) -> Decoded:
+    """The same completions through Hugging Face's ``generate`` on the expanded batch (the
+    reference ``decode`` is tested against, and the benchmark's baseline)."""
+    G = int(group_size)
+    expanded = {k: _repeat_rows(k, v, G, batch) for k, v in batch.items()}
+    L = expanded["input_ids"].shape[1]
+    out = model.generate(
+        **expanded,
+        max_new_tokens=sampling.max_new_tokens,
+        do_sample=sampling.do_sample,
+        temperature=sampling.temperature if sampling.do_sample else None,
+        top_k=0 if sampling.do_sample else None,
+        top_p=1.0 if sampling.do_sample else None,
+        suppress_tokens=list(sampling.suppress_tokens) or None,
+        eos_token_id=list(sampling.eos_token_ids),
+        pad_token_id=sampling.pad_token_id,
+    )  # (B, L + T)
+    return Decoded(
+        ids=[_trim(r, sampling.eos_token_ids) for r in out[:, L:].tolist()], logprobs=None
+    )
+
+
+def _repeat_rows(key: str, value, G: int, batch: dict):
+    """Repeat a batch input G times per prompt; ``pixel_values`` are per image patch."""
+    if G == 1 or not torch.is_tensor(value):
+        return value
+    if key == "pixel_values":
+        per = batch["image_grid_thw"].prod(-1)  # (B0,) patches per image
+        chunks = value.split(per.tolist())
+        return torch.cat([c for c in chunks for _ in range(G)])
+    return value.repeat_interleave(G, 0)
+
+
+def _trim(row: Sequence[int], eos: Sequence[int]) -> list[int]:
+    """Ids up to and including the first end-of-turn (all of them if none)."""
+    for j, t in enumerate(row):
+        if t in eos:
+            return list(row[: j + 1])
+    return list(row)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def suppressed_ids(processor) -> tuple[int, ...]:
+    """Ids never generated, in evaluation and in RL rollouts: the image and point placeholders
+    (a completion holding one would break the point-token count of the next forward)."""
+    t = processor.token_ids
+    return (t["image_token_id"], t["point_token_id"])
+
+
+def eval_sampling(processor, max_new_tokens: int) -> Sampling:
+    """Greedy decoding for evaluation, with the placeholders suppressed as in RL."""
+    return Sampling(
+        max_new_tokens=max_new_tokens,
+        eos_token_ids=tuple(processor.eos_token_ids),
+        pad_token_id=processor.token_ids["pad_token_id"],
+        suppress_tokens=suppressed_ids(processor),
+    )
+
+
 @torch.no_grad()
 def generate_token_ids(
     model,
@@ -37,24 +272,13 @@ def generate_token_ids(
     progress: bool = False,
 ) -> list[list[int]]:
     """Greedy completion token ids (up to and including the first end-of-turn) per sample."""
-    out_ids: list[list[int]] = []
-    eos = set(processor.eos_token_ids)
+    sampling = eval_sampling(processor, max_new_tokens)
+    out: list[list[int]] = []
     steps = range(0, len(samples), batch_size)
     for start in tqdm(steps, desc="generate", disable=not progress):
-        chunk = list(samples[start : start + batch_size])
-        batch = processor.batch(chunk, with_target=False)
-        prompt_len = batch["input_ids"].shape[1]
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=processor.eos_token_ids,
-            pad_token_id=processor.tokenizer.pad_token_id,
-        )  # (b, L + T)
-        for row in out[:, prompt_len:].tolist():
-            end = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
-            out_ids.append(row[:end])
-    return out_ids
+        batch = processor.batch(list(samples[start : start + batch_size]), with_target=False)
+        out += decode(model, batch, sampling).ids
+    return out
 
 
 def generate_completions(

@@ -207,7 +207,7 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
                 point_slots[..., None], point_embeds.to(inputs_embeds.dtype)
             )  # (B, L, d_lm), rows in order: row b receives point_embeds[b]
         if mm_token_type_ids is None and input_ids is not None and image_grid_thw is not None:
-            mm_token_type_ids = (input_ids == self.config.image_token_id).int()  # (B, L)
+            mm_token_type_ids = self.mm_token_type_ids(input_ids)  # (B, L)
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -226,6 +226,31 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
+
+    def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) token types for Qwen's M-RoPE: 1 at ``<|image_pad|>``, 0 elsewhere (text and
+        ``<|point_pad|>`` tokens take text positions). The one rule used by ``forward`` and by
+        generation, so sampled and scored completions see the same positions."""
+        return (input_ids == self.config.image_token_id).int()  # (B, L)
+
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        """Qwen2.5-VL computes the 3-D M-RoPE positions of a prompt (and ``rope_deltas``) here,
+        before the first forward, from ``mm_token_type_ids``; without them it falls back to
+        1-D text positions. Callers that pass only ``input_ids`` + image inputs (TRL's
+        ``GRPOTrainer``) would then sample from other positions than ``forward`` scores with, so
+        the token types are filled in here, in the live ``model_kwargs`` that the decoding
+        steps extend."""
+        input_ids = model_kwargs.get("input_ids", inputs_tensor)
+        is_ids = (
+            input_ids is not None and input_ids.dim() == 2 and not input_ids.is_floating_point()
+        )
+        if (
+            model_kwargs.get("mm_token_type_ids") is None
+            and is_ids
+            and model_kwargs.get("image_grid_thw") is not None
+        ):
+            model_kwargs["mm_token_type_ids"] = self.mm_token_type_ids(input_ids)
+        return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
         """Like pixel_values, point clouds are consumed at prefill only (then they live in the cache)."""

@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 from pointvl.config import ConfigError, SchemaConfig, from_dict
-from pointvl.io import atomic_write_json
+from pointvl.io import atomic_write_json, read_jsonl
 from pointvl.stages.sft import load_configs
 from pointvl.train.config import RLConfig
-from pointvl.train.grca_trainer import MetricsLogger, read_jsonl
+from pointvl.train.logs import MetricsLogger
 from pointvl.train.sft import last_complete_checkpoint, save_final
 
 
@@ -67,8 +67,6 @@ def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = PointVLForConditionalGeneration.from_pretrained(cfg.sft_checkpoint)
     processor = PointVLProcessor.from_pretrained(cfg.sft_checkpoint)
-    model.generation_config.eos_token_id = processor.eos_token_ids
-    model.generation_config.pad_token_id = processor.token_ids["pad_token_id"]
     dataset = load_samples(cfg.data_dir, cfg.qa_mode, cfg.max_train_prompts)
     log_dir = Path(cfg.log_dir)
     logger = MetricsLogger(log_dir / "log.jsonl", log_dir / "log.csv")
@@ -79,8 +77,7 @@ def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False)
     else:
         from pointvl.train.rl import build_rl_trainer, grpo_args, rl_rows
 
-        suppress = [model.config.image_token_id, model.config.point_token_id]
-        args = grpo_args(cfg, out_dir, suppress_tokens=suppress)
+        args = grpo_args(cfg, out_dir, processor)
         rows = rl_rows(dataset, processor)
         trainer = build_rl_trainer(
             model, processor, dataset, rows, cfg, args, schema.quant_bins, schema.num_keypoints,

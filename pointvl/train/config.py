@@ -140,8 +140,9 @@ class RLConfig:
     """Section ``rl``: GRPO / GRCA / GRCA+RPC from the SFT checkpoint, or budget-matched SFT."""
 
     variant: str = "grca"
-    """``grpo`` (broadcast r_seq), ``grca`` (routed, Eqs. 9-10), ``grca_rpc`` (+ RPC, Eq. 14) or
-    ``sft_budget`` (SFT continued for the same steps x prompts, Table 3)."""
+    """``grpo`` (broadcast r_seq), ``gdpo`` (per-field normalize-then-sum, broadcast; ours),
+    ``grca`` (routed, Eqs. 9-10), ``grca_bg0`` (routed, background 0; ours), ``grca_rpc``
+    (+ RPC, Eq. 14) or ``sft_budget`` (SFT continued for the same steps x samples, Table 3)."""
     sft_checkpoint: str = "checkpoints/{profile}/sft/final"
     """The SFT model every variant starts from."""
     data_dir: str = "data/{profile}"
@@ -172,6 +173,17 @@ class RLConfig:
     """λ of Eq. (14), RPC mixing weight, in [0, 1] (grca_rpc only; paper's best 0.15)."""
     background: str = "seq"
     """Eq. (10b) [reconstruction]: background advantage ``seq`` (Â_seq) or ``zero``."""
+    keypoint_reward: str = "kpa"
+    """``kpa`` (the paper's containment reward) or ``matched`` (Hungarian soft PCK, which
+    collapsing keypoints cannot win; ours, ``pointvl.rewards.matched_keypoint_reward``)."""
+    mask_truncated_completions: bool = True
+    """Completions cut at ``max_completion_length`` get no loss (TRL's option)."""
+    val_prompts: int = 32
+    """Validation prompts sampled during RL (from the val split carved from train; 0: none)."""
+    val_every: int = 10
+    """Sample the validation prompts every N optimizer steps (and before the first)."""
+    val_generations: int = 4
+    """Completions per validation prompt."""
     max_train_prompts: int = 0
     """Use only the first N train samples as prompts (0 = all)."""
     qa_mode: str = "rotate"
@@ -208,6 +220,18 @@ class RLConfig:
         if self.background not in BACKGROUND_MODES:
             raise ConfigError(
                 f"rl.background={self.background!r}: accepted values are {BACKGROUND_MODES}"
+            )
+        from pointvl.rewards import KEYPOINT_REWARDS
+
+        if self.keypoint_reward not in KEYPOINT_REWARDS:
+            raise ConfigError(
+                f"rl.keypoint_reward={self.keypoint_reward!r}: accepted values are "
+                f"{KEYPOINT_REWARDS}"
+            )
+        if self.val_prompts < 0 or self.val_every < 1 or self.val_generations < 1:
+            raise ConfigError(
+                f"rl.val_prompts={self.val_prompts}, rl.val_every={self.val_every}, "
+                f"rl.val_generations={self.val_generations}: expected >= 0, >= 1, >= 1"
             )
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(f"rl.loss_type={self.loss_type!r}: accepted values are {LOSS_TYPES}")

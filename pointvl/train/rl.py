@@ -17,6 +17,7 @@ import torch
 from trl import GRPOConfig
 
 from pointvl.credit import CreditConfig
+from pointvl.step import Scoring
 from pointvl.train.grca_trainer import GRCATrainer
 
 TARGET_KEYS = ("bbox2d", "bbox3d", "kpts2d", "kpts3d", "K", "R", "t")
@@ -74,16 +75,22 @@ class PointVLInputs:
         return {k: torch.stack([p[k] for p in per_row]) for k in self.keys}  # (B, ...)
 
 
-def grpo_args(cfg, out_dir, suppress_tokens: Sequence[int] = (), **overrides) -> GRPOConfig:
-    """``GRPOConfig`` of the RL recipe (section ``rl``): G, clip ε, β, constant lr."""
+def grpo_args(cfg, out_dir, processor, **overrides) -> GRPOConfig:
+    """``GRPOConfig`` of the RL recipe (section ``rl``): G, clip ε, β, constant lr, T; the
+    placeholders suppressed exactly as in evaluation (``generate.suppressed_ids``).
+    ``overrides`` win (``generation_kwargs`` entries are merged)."""
+    from pointvl.eval.generate import suppressed_ids
     from pointvl.train.sft import common_training_kwargs
 
+    gen = {"suppress_tokens": list(suppressed_ids(processor))}
+    gen.update(overrides.pop("generation_kwargs", None) or {})
     kw = dict(
         output_dir=str(out_dir),
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         gradient_accumulation_steps=cfg.grad_accum,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
+        mask_truncated_completions=cfg.mask_truncated_completions,
         temperature=cfg.temperature,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",
@@ -92,22 +99,31 @@ def grpo_args(cfg, out_dir, suppress_tokens: Sequence[int] = (), **overrides) ->
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         max_steps=cfg.max_steps,
+        disable_dropout=True,
         **common_training_kwargs(cfg),
-        generation_kwargs={"suppress_tokens": list(suppress_tokens)} if suppress_tokens else None,
+        generation_kwargs=gen,
     )
     kw.update(overrides)
     return GRPOConfig(**kw)
 
 
+def scoring_of(cfg, quant_bins: int, num_keypoints: int) -> Scoring:
+    """How the RL stage scores completions (``schema`` + ``rl.keypoint_reward``)."""
+    return Scoring(quant_bins, num_keypoints, keypoint_reward=cfg.keypoint_reward)
+
+
 def build_rl_trainer(
     model, processor, dataset, rows, cfg, args, quant_bins, num_keypoints, callbacks=()
 ):
-    """``GRCATrainer`` for ``cfg.variant`` on the PointVL policy."""
+    """``GRCATrainer`` for ``cfg.variant`` on the PointVL policy (prompts grouped by index)."""
     from datasets import Dataset
 
     from pointvl.train.sft import CompleteMarker
 
     inputs = PointVLInputs(dataset, processor)
+    # rollouts end where evaluation's completions end
+    model.generation_config.eos_token_id = list(processor.eos_token_ids)
+    model.generation_config.pad_token_id = processor.token_ids["pad_token_id"]
     return GRCATrainer(
         model,
         args=args,
@@ -115,10 +131,20 @@ def build_rl_trainer(
         processing_class=processor.tokenizer,
         variant=cfg.variant,
         credit=CreditConfig(background=cfg.background, lam=cfg.lam),
-        quant_bins=quant_bins,
-        num_keypoints=num_keypoints,
+        scoring=scoring_of(cfg, quant_bins, num_keypoints),
         model_input_keys=inputs.keys,
         concat_keys=inputs.concat_keys,
         model_inputs_fn=inputs,
+        extra_columns=("index",),
+        group_key="index",
         callbacks=[CompleteMarker(), *callbacks],
     )
+
+
+def validation_set(dataset, processor, n: int, prompts_per_batch: int = 8):
+    """The first ``n`` samples of the val split as a ``ValidationSet`` (reward targets too)."""
+    from pointvl.train.validation import ValidationSet
+
+    samples = [dataset[i] for i in range(min(n, len(dataset)))]
+    targets = [reward_target(s) for s in samples]
+    return ValidationSet.from_samples(samples, processor, targets, prompts_per_batch)

@@ -235,9 +235,8 @@ def run_sft(cfg, model_cfg, profile: str, resume: bool = False) -> dict:
 
     ``cfg``: ``SFTConfig`` with paths resolved; ``model_cfg``: ``ModelConfig``. Writes
     ``<out_dir>/checkpoint-N`` (resumable; ``resume`` continues from the newest complete one),
-    ``<out_dir>/final`` (atomic), ``<log_dir>/log.{jsonl,csv}`` and the metrics JSON. The log
-    is written to ``<log_dir>/.log.jsonl.partial`` (kept for ``resume``) and replaces
-    ``log.jsonl`` only when the run has succeeded: a failed run never truncates the old log.
+    ``<out_dir>/final`` (atomic), ``<log_dir>/log.{jsonl,csv}`` (``train.logs.MetricsLogger``:
+    a failed run never truncates the old log) and the metrics JSON.
     """
     import time
 
@@ -245,7 +244,7 @@ def run_sft(cfg, model_cfg, profile: str, resume: bool = False) -> dict:
 
     from pointvl.io import atomic_write_json
     from pointvl.model.policy import build_policy
-    from pointvl.train.grca_trainer import MetricsLogger, read_jsonl, write_csv
+    from pointvl.train.logs import MetricsLogger
 
     cfg.check_inputs(profile)
     out_dir = Path(cfg.out_dir)
@@ -256,8 +255,7 @@ def run_sft(cfg, model_cfg, profile: str, resume: bool = False) -> dict:
     train = SFTSamples(load_samples(cfg.data_dir, cfg.qa_mode, cfg.max_train_samples), processor)
     checkpoint = last_complete_checkpoint(out_dir) if resume else None
     log_dir = Path(cfg.log_dir)
-    partial = log_dir / ".log.jsonl.partial"
-    logger = MetricsLogger(partial)
+    logger = MetricsLogger(log_dir / "log.jsonl", log_dir / "log.csv")
     trainer = build_sft_trainer(model, processor, train, sft_training_args(cfg, out_dir), [logger])
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -276,7 +274,5 @@ def run_sft(cfg, model_cfg, profile: str, resume: bool = False) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
     }
     if trainer.is_world_process_zero():
-        write_csv(read_jsonl(partial), log_dir / "log.csv")
-        os.replace(partial, log_dir / "log.jsonl")
         atomic_write_json(cfg.metrics, metrics)
     return metrics
