@@ -174,7 +174,7 @@ def test_params_profiles_load():
 
 def test_loader_samples(built):
     out, _ = built
-    ds = PointVLDataset(out, "train", with_mask=True, with_depth=True)
+    ds = PointVLDataset(out, "train_all", with_mask=True, with_depth=True)
     assert len(ds) == 16 and ds.num_instances == 16
     s = ds[5]
     assert s["points"].shape == (128, 6) and s["points"].dtype == torch.float32

@@ -231,7 +231,7 @@ def test_skipped_models_are_replaced_so_split_sizes_hold(fixture_root, tmp_path)
     assert m["train"] == 3 and m["test"] == 1
     again = build(cfg, tmp_path / "again", 1000, "paper", progress=False)
     assert again["content_hash"] == m["content_hash"]
-    uids = [r["uid"] for s in ("train", "test") for r in
+    uids = [r["uid"] for s in ("train_all", "test") for r in
             PointVLDataset(tmp_path / "ds", s, qa_mode="first")._meta]  # fmt: skip
     assert len(set(uids)) == 4
 

@@ -40,7 +40,7 @@ def build_and_measure(out: Path) -> dict:
     )
     m = build(cfg, out / "data", 100, "smoke", progress=False)
     rows = []
-    for split in ("train", "test"):
+    for split in ("train_all", "test"):
         ds = PointVLDataset(out / "data", split, qa_mode="first")
         for i in range(len(ds)):
             s, meta = ds[i], ds._meta[i]
