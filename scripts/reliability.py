@@ -353,7 +353,7 @@ def crash_resume(tmp: Path) -> dict:
         "after_kill_old_dataset_intact": intact, "after_kill_temp_folders": left,
         "rerun_returncode": rerun.returncode,
         "rerun_removed_stale_temp": not temps(),
-        "rerun_dataset_loads_and_verifies": len(PointVLDataset(tmp / "data", "train")) == 96,
+        "rerun_dataset_loads_and_verifies": len(PointVLDataset(tmp / "data", "train_all")) == 96,
         "rerun_content_hash_differs_from_seed_0": read_manifest(tmp / "data")["content_hash"] != hash0,
     }  # fmt: skip
     # --- sft: uninterrupted vs killed after checkpoint-2 then --resume
