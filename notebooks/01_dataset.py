@@ -31,6 +31,7 @@ fast = False
 seed = 0
 
 # %%
+import json
 import time
 
 import numpy as np
@@ -205,6 +206,73 @@ same = all(np.allclose(row[k], geo[k].reshape(-1)) for k in geo)
 print("same labels:", same, "| same points:", np.array_equal(row["points"], points.reshape(-1)))
 print("same description:", row["description"] == description, "| same target:",
       row["targets"][0] == target)  # fmt: skip
+
+# %% [markdown]
+# ## The `view` task: what one camera sees, and the whole object as the answer
+#
+# Above, the 3D targets are functions of the input: `bbox3d` is the cloud's min / max and
+# `kpts3d` is FPS on the cloud, so no learning is needed to reach them. The `view` task (ours,
+# issue 16; `build_dataset.task: view`, `pointvl.data.view`) gives the model only what the
+# image's camera sees — the foreground pixels of the same render's depth, back-projected and
+# FPS-thinned to N points — and asks for the **whole** object's box and keypoints (amodal),
+# in a frame built from the visible points alone:
+#
+# $$X_v = s\,Q\,(X - c), \qquad Q = (\text{camera right},\ \text{up},\ \text{toward the camera}), \qquad c = \bar v, \qquad s = \rho \,/\, \max_i \lVert v_i - c \rVert$$
+#
+# Q is the camera's frame with the pitch removed (gravity-aligned). The stored camera becomes
+# R' = R Qᵀ, t' = s (R c + t), so every pixel projection — and RPC — is unchanged; the image,
+# the 2D labels and the language are the same as in the full task.
+
+# %%
+from pointvl.data.view import ViewFrame, point_visibility  # noqa: E402
+from pointvl.eval.trivial import probe_row  # noqa: E402
+from pointvl.viz.view import visibility_figure  # noqa: E402
+
+VIEW_PARAMS = ROOT / "studies/view/params.yaml"
+vcfg = load_section(VIEW_PARAMS, "build_dataset", BuildDatasetConfig, profile)
+vrow = make_instance(spec, vcfg, Q)  # the same chair, same seed
+frame = ViewFrame.from_row(vrow)
+seen = point_visibility(mesh, camera, points[:, :3])  # (N,) which full-cloud points it sees
+print(f"input: {vrow['visible_pixels']} foreground depth pixels -> {vcfg.num_points} points; "
+      f"the camera sees {seen.mean():.0%} of the full cloud and "
+      f"{np.mean(vrow['kpts3d_visible']):.0%} of the {cfg.num_keypoints} keypoints")  # fmt: skip
+print(f"view frame: scale s = {frame.scale:.3f}, origin c = {np.round(frame.origin, 3)}")
+
+# %% [markdown]
+# Grey: the points the camera does not see (never in the input). Dark blue: the input cloud.
+# Green: the amodal target box; orange dashed: the input's own AABB, the best box without
+# learning. Red crosses: GT keypoints the camera does not see — FPS on the input cannot find
+# them.
+
+# %%
+visibility_figure(frame.to_view(points[:, :3]), seen, vrow["points"].reshape(-1, 6),
+                  vrow["bbox3d"], vrow["kpts3d"], vrow["kpts3d_visible"],
+                  title=f"{category}: visible vs occluded, amodal box (view frame)")  # fmt: skip
+
+# %% [markdown]
+# How much of the target the input still gives away (``trivial.probe_row``, no quantization):
+# the input's AABB against the amodal box, in the view frame and — what an object-aligned
+# frame would give — in the object frame; FPS on the input against the GT keypoints.
+
+# %%
+for name, value in probe_row(vrow, vcfg.num_points).items():
+    print(f"{name:32s} {value:.3f}")
+reprojection_figure([nh.instance_sample(vrow)], max_points=1024 if fast else 2048)
+
+# %% [markdown]
+# The built `view` dataset and its probes over the test split, if `dvc repro
+# studies/view/dvc.yaml:eval_trivial` has run (it builds `data/<profile>_view` first):
+
+# %%
+vdata = ROOT / f"data/{profile}_view"
+probes_json = ROOT / load_params(VIEW_PARAMS, profile)["eval_trivial"]["probes"]
+if (vdata / "manifest.json").is_file():
+    print(f"{vdata.name}: {read_manifest(vdata)['view']}")
+if probes_json.is_file():
+    for name, v in json.loads(probes_json.read_text()).items():
+        print(f"{name:32s} {v}" if name.startswith("_") else f"{name:32s} {v['mean']:.3f}")
+else:
+    print("not built: dvc repro studies/view/dvc.yaml:eval_trivial (a few minutes on 2 cores)")
 
 # %% [markdown]
 # ## One instance per category, live

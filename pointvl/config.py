@@ -28,6 +28,18 @@ Range(ge=1)]`` and ``Annotated[str, OneOf(...)]`` add ranges and choices, checke
 way; the dataclass's ``validate()`` then checks rules across fields. Every failure is one
 ``ConfigError`` line naming the field, the value and what is accepted.
 ``with_overrides(cfg, section, values)`` applies CLI flags through the same checks.
+
+A study file layers on another params file (``extends``, relative to the study file), e.g.
+``studies/view/params.yaml``: the same stages, other values and output paths::
+
+    extends: ../../params.yaml
+    build_dataset: {task: view}           # applied after the base's profile overrides
+    overrides:
+      smoke: {rl: {max_steps: 2}}         # the study's own profile overrides, applied last
+
+Merge order: base defaults, base overrides[profile], study defaults, study overrides[profile];
+``shared`` rows of a study replace the base's rows of the same name; references are resolved
+once, after the last layer.
 """
 
 from __future__ import annotations
@@ -130,31 +142,34 @@ def _resolve(value: Any, shared: dict, where: str) -> Any:
     return value
 
 
-def load_params(path: str | os.PathLike | None = None, profile: str | None = None) -> dict:
-    """Read ``params.yaml``, merge the selected profile's overrides into the defaults and
-    resolve the ``${shared.<name>}`` references (``shared`` itself becomes {name: value}).
-
-    ``profile`` (argument) > ``$POINTVL_PROFILE`` > the file's ``profile`` key.
-    """
-    path = Path(path) if path is not None else DEFAULT_PARAMS
+def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """(file, raw mapping) of ``path`` and of every file it ``extends``, base first."""
+    if path.resolve() in seen:
+        raise ConfigError(f"params file {path}: 'extends' loops back to itself")
     raw = read_yaml(path)
-    if raw is None:
-        raw = {}
+    raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw)
+    _check_structure(path, raw)
+    base = raw.pop("extends", None)
+    if base is None:
+        return [(path, raw)]
+    if not isinstance(base, str):
+        raise ConfigError(f"params file {path}: extends={base!r}: expected a relative path")
+    return _layers(path.parent / base, (*seen, path.resolve())) + [(path, raw)]
+
+
+def _check_structure(path: Path, raw: dict) -> None:
+    """Every section and every profile's override block is a mapping (not a scalar)."""
     for section, values in raw.items():
-        if section != "profile" and values is not None and not isinstance(values, Mapping):
+        if section in ("profile", "extends") or values is None:
+            continue
+        if not isinstance(values, Mapping):
             raise ConfigError(
                 f"{path}: params section {section!r}={values!r}: expected a mapping key -> value"
             )
-    profile = profile or os.environ.get("POINTVL_PROFILE") or raw.get("profile", "tiny")
-    if profile not in PROFILES:
-        raise ConfigError(f"profile={profile!r} in {path}: expected one of {PROFILES}")
-    overrides = raw.pop("overrides", None) or {}
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{path}: overrides={overrides!r}: expected a mapping profile -> {{...}}")
-    for name, blk in overrides.items():
+    for name, blk in (raw.get("overrides") or {}).items():
         if name not in PROFILES:
             raise ConfigError(f"{path}: overrides.{name}: unknown profile; expected {PROFILES}")
         if blk is not None and not isinstance(blk, Mapping):
@@ -166,9 +181,30 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
                 raise ConfigError(
                     f"{path}: overrides.{name}.{section}={values!r}: expected a mapping key -> value"
                 )
-    block = overrides.get(profile) or {}
-    shared = _shared_values(raw.pop("shared", None), profile, path)
-    merged = _deep_merge(raw, block)
+
+
+def load_params(path: str | os.PathLike | None = None, profile: str | None = None) -> dict:
+    """Read ``params.yaml`` (and the files it ``extends``), merge the selected profile's
+    overrides into the defaults and resolve the ``${shared.<name>}`` references (``shared``
+    itself becomes {name: value}).
+
+    ``profile`` (argument) > ``$POINTVL_PROFILE`` > the file's ``profile`` key (the last
+    file of an ``extends`` chain that has one).
+    """
+    path = Path(path) if path is not None else DEFAULT_PARAMS
+    layers = _layers(path)
+    in_files = [raw["profile"] for _, raw in layers if "profile" in raw]
+    profile = profile or os.environ.get("POINTVL_PROFILE") or (in_files or ["tiny"])[-1]
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r} in {path}: expected one of {PROFILES}")
+    merged: dict = {}
+    shared_rows: dict = {}
+    for _, raw in layers:
+        raw = dict(raw)
+        overrides = raw.pop("overrides", None) or {}
+        shared_rows.update(raw.pop("shared", None) or {})
+        merged = _deep_merge(_deep_merge(merged, raw), overrides.get(profile) or {})
+    shared = _shared_values(shared_rows, profile, path)
     merged = {k: _resolve(v, shared, k) for k, v in merged.items()}
     merged["profile"] = profile
     merged["shared"] = shared

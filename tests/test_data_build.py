@@ -174,8 +174,12 @@ def test_params_profiles_load():
 
 def test_loader_samples(built):
     out, _ = built
-    ds = PointVLDataset(out, "train_all", with_mask=True, with_depth=True)
-    assert len(ds) == 16 and ds.num_instances == 16
+    ds = PointVLDataset(out, "train", with_mask=True, with_depth=True)
+    val = PointVLDataset(out, "val")
+    whole = PointVLDataset(out, "train_all")
+    # val: the last 5% (at least 1) of the stored train split, held out from train
+    assert len(whole) == 16 and len(val) == 1 and len(ds) == 15 and ds.num_instances == 15
+    assert val[0]["uid"] == whole[15]["uid"] and ds[14]["uid"] == whole[14]["uid"]
     s = ds[5]
     assert s["points"].shape == (128, 6) and s["points"].dtype == torch.float32
     assert s["image"].shape == (48, 48, 3) and s["image"].dtype == torch.uint8

@@ -11,6 +11,9 @@ from pointvl.eval.trivial import (
     box_centre,
     centroid_mean_size,
     cloud_aabb,
+    cloud_fps,
+    probe_row,
+    probes,
     train_mean,
     trivial_completions,
 )
@@ -29,13 +32,13 @@ def split():
 def test_all_predictors_write_parsable_text(split):
     train, test, points = split
     out = trivial_completions(train, test, Q, points)
-    assert len(out) == 4
+    assert len(out) == 5
     for name, texts in out.items():
         assert len(texts) == len(test), name
         assert all(parse_output(t).ok for t in texts), name
         per = per_sample_metrics(texts, test, Q)
         assert per["parse_fail"].sum() == 0, name
-    assert len(trivial_completions(train, test, Q)) == 2  # centroid and AABB need points
+    assert len(trivial_completions(train, test, Q)) == 2  # the cloud predictors need points
 
 
 def test_train_mean_box_is_the_training_mean(split):
@@ -77,3 +80,42 @@ def test_cloud_aabb_is_the_box_of_the_points(split):
     assert per["kpa3d"].mean() > 0.9  # relative positions in [0, 1]^3 stay inside the box
     with pytest.raises(ValueError, match="points"):
         cloud_aabb(train, test, Q)
+
+
+def test_cloud_fps_is_farthest_point_sampling_of_the_cloud(split):
+    """Keypoints by FPS on the cloud: on a cloud holding the GT keypoints, set by the same rule,
+    it returns them (PCK 1, Chamfer within quantization); the box is the cloud's AABB."""
+    from pointvl.data.sampling import farthest_point_sampling
+
+    train, test, points = split
+    gt = [dict(t, kpts3d=p[farthest_point_sampling(p, 16)]) for t, p in zip(test, points)]
+    per = per_sample_metrics(cloud_fps(train, gt, Q, points), gt, Q)
+    assert per["pck3d"].min() == 1.0 and per["chamfer3d"].max() < 1.0 / Q
+    aabb = per_sample_metrics(cloud_aabb(train, gt, Q, points), gt, Q)
+    np.testing.assert_array_equal(per["iou3d"], aabb["iou3d"])
+    with pytest.raises(ValueError, match="points"):
+        cloud_fps(train, test, Q)
+
+
+def test_probes_on_a_full_build_recover_every_target(smoke_data):
+    """The paper's task: AABB and FPS of the input give the GT box and keypoints exactly."""
+    out = probes(smoke_data, "test", n_boot=100)
+    assert out["_meta"]["task"] == "full" and out["iou3d_cloud_aabb"]["n"] == 8
+    for name in ("iou3d_cloud_aabb", "pck3d_cloud_fps@0.1", "pck3d_cloud_fps@0.05",
+                 "cloud_fps_exact"):  # fmt: skip
+        assert out[name]["mean"] == 1.0, name
+    assert "kpts3d_occluded" not in out
+
+
+def test_probe_row_on_a_view_row_measures_what_is_hidden():
+    from pointvl.data.build import BuildDatasetConfig, InstanceSpec, instance_seed, make_instance
+
+    cfg = BuildDatasetConfig(num_points=256, image_size=64, task="view")
+    rows = [make_instance(InstanceSpec("test", i, c, instance_seed(0, "test", i)), cfg, Q)
+            for i, c in enumerate(("chair", "car", "bookshelf", "mug"))]  # fmt: skip
+    per = [probe_row(r, 256) for r in rows]
+    for p, r in zip(per, rows):
+        assert p["kpts3d_occluded"] == 1 - np.mean(r["kpts3d_visible"]) > 0
+        assert p["cloud_fps_exact"] == 0.0 and p["pck3d_cloud_fps@0.05"] <= p["pck3d_cloud_fps@0.1"]
+        assert 0.2 < p["iou3d_cloud_aabb"] < 1.0 and 0.2 < p["iou3d_cloud_aabb_object_frame"] <= 1.0
+    assert np.mean([p["pck3d_cloud_fps@0.1"] for p in per]) < 0.95

@@ -19,6 +19,7 @@ def test_eval_trivial_stage(smoke_data, tmp_path):
             "data_dir": str(smoke_data),
             "n_boot": 200,
             "metrics": str(tmp_path / "trivial.json"),
+            "probes": str(tmp_path / "probes.json"),
         },
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -40,6 +41,7 @@ def test_eval_trivial_stage(smoke_data, tmp_path):
         "trivial: centroid + mean size",
         "trivial: cloud AABB (no learning)",
         "trivial: keypoints at box centre",
+        "trivial: cloud AABB + FPS keypoints (no learning)",
     }
     centre = out["trivial: keypoints at box centre"]
     # collapsed keypoints: containment is perfect while the spread is 0 and PCK is low
@@ -49,3 +51,7 @@ def test_eval_trivial_stage(smoke_data, tmp_path):
         assert row["parse_fail"]["mean"] == 0.0
         for m in row.values():
             assert m["lo"] <= m["mean"] <= m["hi"] and m["n"] == 8
+    probes = json.loads((tmp_path / "probes.json").read_text())
+    assert probes["cloud_fps_exact"]["mean"] == 1.0 and probes["_meta"]["task"] == "full"
+    fps = out["trivial: cloud AABB + FPS keypoints (no learning)"]
+    assert fps["pck3d"]["mean"] == 1.0  # the full task's keypoints are FPS of its input

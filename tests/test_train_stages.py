@@ -40,7 +40,7 @@ def write_params(tmp: Path, **extra) -> Path:
         "build_dataset": {
             "out_dir": str(tmp / "data"),
             "metrics": str(tmp / "m/build.json"),
-            "figures_dir": str(tmp / "fig"),
+            "figures_dir": str(tmp / "figures"),
         },
         "train_tokenizer": {
             "data_dir": str(tmp / "data"),
@@ -101,18 +101,30 @@ def test_sft_stage_writes_final_model_logs_and_metrics(built):
     assert list((tmp / "sft").glob("checkpoint-*/COMPLETE"))
 
 
-@pytest.mark.parametrize("variant", ["grca_rpc", "sft_budget"])
-def test_rl_stage_runs_each_kind_of_variant(built, variant):
+@pytest.mark.parametrize(
+    "variant,extra,name",
+    [
+        ("grca_rpc", (), "grca_rpc"),
+        ("sft_budget", (), "sft_budget"),
+        ("gdpo", ("--keypoint-reward", "matched", "--seed", "1"), "gdpo_kpm_seed1"),
+    ],
+)
+def test_rl_stage_runs_each_kind_of_variant(built, variant, extra, name):
     tmp, params = built
-    cli("pointvl.stages.rl", "--params", str(params), "--variant", variant)
-    metrics = json.loads((tmp / f"m/rl_{variant}.json").read_text())
+    cli("pointvl.stages.rl", "--params", str(params), "--variant", variant, *extra)
+    metrics = json.loads((tmp / f"m/rl_{name}.json").read_text())
     assert metrics["variant"] == variant and metrics["steps"] == 2
-    assert (tmp / f"rl/{variant}/final/config.json").is_file()
+    assert (tmp / f"rl/{name}/final/config.json").is_file()
+    rec = [json.loads(x) for x in (tmp / f"logs/rl_{name}/log.jsonl").read_text().splitlines()]
     if variant != "sft_budget":
-        rec = [
-            json.loads(x) for x in (tmp / f"logs/rl_{variant}/log.jsonl").read_text().splitlines()
-        ]
         assert any("reward/bbox3d" in r and "spans/parse_fail_frac" in r for r in rec)
+        assert any("rollout/logp_gap_max" in r for r in rec)
+    # validation curves: sampled before the first step and after every step (smoke: val_every 1)
+    val = [r for r in rec if "val/n" in r]
+    assert [r["step"] for r in val] == [0, 1, 2]
+    assert all("val/reward/bbox3d" in r and "val/pck3d" in r for r in val)
+    assert "val/reward/seq/slope_per_100/slope" in metrics
+    assert not (tmp / f"logs/rl_{name}/log.jsonl.partial").exists()
 
 
 def test_sft_resume_ends_with_the_same_weights(built, monkeypatch):

@@ -6,7 +6,12 @@ Output layout (open without our code: pyarrow / pandas / ``datasets.load_dataset
 
     data/<profile>/manifest.json                 counts, category histograms, content hash,
                                                  config, column notes, skipped meshes per reason
-    data/<profile>/<split>/shard-00000.parquet   one row per object instance (``COLUMNS``)
+    data/<profile>/<split>/shard-00000.parquet   one row per object instance (``COLUMNS_DOC``)
+
+``task``: ``full`` (the paper's: the whole cloud in the object frame) or ``view`` (the cloud
+the image's camera sees, amodal targets in a view frame: ``pointvl.data.view``). A ``view``
+row is the ``full`` row of the same instance with its 3D geometry, camera extrinsics and depth
+moved to the view frame, plus the ``VIEW_COLUMNS``; images, 2D labels and language are equal.
 
 Every instance has its own seed (``SeedSequence([seed, split, index])``); workers share
 nothing, so the same config gives byte-identical shards whatever the number of workers, and
@@ -52,6 +57,7 @@ from pointvl.data.cameras import sample_camera  # noqa: E402
 from pointvl.data.dataset import content_hash, shard_hashes  # noqa: E402, F401
 from pointvl.data.render import RENDERERS, Material, identity_appearance  # noqa: E402
 from pointvl.data.sampling import farthest_point_sampling, sample_points  # noqa: E402
+from pointvl.data.view import TASKS, VIEW_BOXES, view_geometry  # noqa: E402
 from pointvl.geometry import iou_2d, reprojected_footprint  # noqa: E402
 from pointvl.io import atomic_dir  # noqa: E402
 from pointvl.schema import format_target  # noqa: E402
@@ -112,8 +118,26 @@ class BuildDatasetConfig:
     """Where the stage writes dataset_reprojection.html and dataset_gallery.png."""
     figure_samples: int = 8
     """Test samples shown in those figures (0: no figures)."""
+    task: str = "full"
+    """"full": the paper's task; "view": visible cloud in, amodal targets out (data/view.py)."""
+    view_radius: float = 0.35
+    """view: radius ρ of the visible cloud about its centroid, in view units (scale)."""
+    view_box: str = "tight"
+    """view: bbox3d = AABB of the full cloud ("tight") or of the object box's corners
+    ("object_box"), in the view frame."""
 
     def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"build_dataset.task={self.task!r}: expected one of {TASKS}")
+        if not 0.0 < self.view_radius <= 0.5:
+            raise ConfigError(
+                f"build_dataset.view_radius={self.view_radius}: expected in (0, 0.5] (the "
+                "quantized cube is [-0.5, 0.5]^3)"
+            )
+        if self.view_box not in VIEW_BOXES:
+            raise ConfigError(
+                f"build_dataset.view_box={self.view_box!r}: expected one of {VIEW_BOXES}"
+            )
         if self.source not in SOURCES:
             raise ConfigError(f"build_dataset.source={self.source!r}: expected one of {SOURCES}")
         if self.source == "procedural":
@@ -180,6 +204,45 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _depth_png(depth: np.ndarray, store: bool) -> bytes:
+    """z-depth as uint16 PNG in 1 / ``DEPTH_SCALE`` units (b"" when not stored)."""
+    if not store:
+        return b""
+    q = np.round(depth * DEPTH_SCALE)
+    if q.max(initial=0) > 65535:
+        raise ValueError(f"depth {q.max() / DEPTH_SCALE:.3f} exceeds the uint16 PNG range")
+    return _png(q.clip(0, 65535).astype(np.uint16))
+
+
+def _view_columns(row, points, kpt_idx, depth, camera, mesh, cfg, quant_bins) -> dict:
+    """The columns ``task: view`` replaces or adds (``pointvl.data.view``; 2D and text kept)."""
+    g = view_geometry(
+        points, kpt_idx, row["bbox3d"], depth, camera, mesh,
+        cfg.num_points, cfg.normal_knn, cfg.view_radius, cfg.view_box,
+    )  # fmt: skip
+    labels = {k: row[k] for k in ("bbox2d", "description")} | {
+        "kpts2d": row["kpts2d"].reshape(-1, 2),
+        "bbox3d": g["bbox3d"],
+        "kpts3d": g["kpts3d"],
+    }
+    return {
+        "points": g["points"].astype(np.float32).reshape(-1),
+        "depth_png": _depth_png(g["depth"], cfg.store_depth),
+        "R": g["R"].reshape(-1),
+        "t": g["t"],
+        "bbox3d": g["bbox3d"],
+        "kpts3d": g["kpts3d"].reshape(-1),
+        "targets": [format_target(labels | {"answer": a}, quant_bins) for a in row["answers"]],
+        "bbox3d_object": row["bbox3d"],
+        "kpts3d_visible": g["kpts3d_visible"].tolist(),
+        "view_rotation": g["frame"].rotation.reshape(-1),
+        "view_origin": g["frame"].origin,
+        "view_scale": float(g["frame"].scale),
+        "view_clamped": bool(g["clamped"]),
+        "visible_pixels": int(g["visible_pixels"]),
+    }
+
+
 def make_instance(
     spec: InstanceSpec,
     cfg: BuildDatasetConfig,
@@ -225,11 +288,7 @@ def make_instance(
         "points": points.reshape(-1),
         "image_png": _png(rgb),
         "mask_png": _png(out.mask),
-        "depth_png": (
-            _png(np.round(out.depth * DEPTH_SCALE).clip(0, 65535).astype(np.uint16))
-            if cfg.store_depth
-            else b""
-        ),
+        "depth_png": _depth_png(out.depth, cfg.store_depth),
         "K": camera.K.reshape(-1),
         "R": camera.R.reshape(-1),
         "t": camera.t,
@@ -252,11 +311,23 @@ def make_instance(
         "part_counts": list(mesh.part_counts),
         "attributes": json.dumps(mesh.attributes, sort_keys=True),
     }
+    if cfg.task == "view":  # the visible cloud is the back-projection of the stored depth
+        depth = np.round(out.depth * DEPTH_SCALE) / DEPTH_SCALE
+        row |= _view_columns(row, points, kpt_idx, depth, camera, mesh, cfg, quant_bins)
     return row
 
 
 def _schema(cfg: BuildDatasetConfig) -> pa.Schema:
     f64, m = pa.float64(), cfg.num_keypoints
+    view = [
+        ("bbox3d_object", pa.list_(f64, 6)),
+        ("kpts3d_visible", pa.list_(pa.bool_(), m)),
+        ("view_rotation", pa.list_(f64, 9)),
+        ("view_origin", pa.list_(f64, 3)),
+        ("view_scale", f64),
+        ("view_clamped", pa.bool_()),
+        ("visible_pixels", pa.int64()),
+    ]
     return pa.schema(
         [
             ("uid", pa.string()),
@@ -289,6 +360,7 @@ def _schema(cfg: BuildDatasetConfig) -> pa.Schema:
             ("part_counts", pa.list_(pa.int64())),
             ("attributes", pa.string()),
         ]
+        + (view if cfg.task == "view" else [])
     )
 
 
@@ -303,6 +375,24 @@ COLUMNS_DOC = {
     "questions / answers / qa_types / targets": "aligned lists; targets[k] = format_target "
     "JSON with answer = answers[k]",
 }
+VIEW_COLUMNS_DOC = {
+    "points": "(N, 6) float32: x, y, z, nx, ny, nz of the points the camera sees (back-projected "
+    "depth pixels, FPS-thinned), view frame",
+    "view_rotation / view_origin / view_scale": "x_view = view_scale * view_rotation @ "
+    "(x_object - view_origin); rotation rows: camera right, up, toward the camera (horizontal)",
+    "K, R, t": "X_c = R X + t with X in the view frame: the camera coordinates times view_scale "
+    "(the same pixels)",
+    "depth_png": "z-depth of those camera coordinates (view units), uint16 PNG",
+    "bbox3d": "amodal: [xmin, ymin, zmin, xmax, ymax, zmax] of the full object, view frame "
+    "(config view_box: tight = the full cloud's AABB; object_box = AABB of bbox3d_object's "
+    "corners)",
+    "kpts3d": "amodal: the full cloud's (M, 3) FPS keypoints, view frame; kpts3d_visible: "
+    "seen by the camera",
+    "bbox3d_object": "the full task's bbox3d (object frame)",
+    "view_clamped": "the scale was reduced to keep the labels in [-0.5, 0.5]^3",
+    "visible_pixels": "foreground pixels back-projected (< N: the FPS order repeats)",
+}
+VIEW_KEYS = ("task", "view_radius", "view_box")
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -510,6 +600,30 @@ class ShardWriter:
         self.buffers[split] = []
 
 
+def _manifest_config(cfg: BuildDatasetConfig) -> dict:
+    """The config as the manifest records it: workers and paths do not change the data.
+
+    A ``full`` build leaves out the ``task`` keys, so its config block is the one written
+    before the option existed.
+    """
+    config = dataclasses.asdict(cfg) | {"workers": None, "out_dir": None, "metrics": None}
+    config |= {"figures_dir": None, "figure_samples": None}
+    return {k: v for k, v in config.items() if cfg.task == "view" or k not in VIEW_KEYS}
+
+
+def _view_summary(stats: list[tuple]) -> dict:
+    """Manifest block of a view build: counts of clamped / padded rows, means."""
+    if not stats:
+        return {"clamped": 0, "padded": 0, "visible_pixels_mean": None, "kpts3d_occluded": None}
+    clamped, padded, pixels, occluded = zip(*stats)
+    return {
+        "clamped": int(sum(clamped)),
+        "padded": int(sum(padded)),
+        "visible_pixels_mean": round(float(np.mean(pixels)), 3),
+        "kpts3d_occluded": round(float(np.mean(occluded)), 6),
+    }
+
+
 def _gt_rpc(row: dict) -> float:
     box, ok = reprojected_footprint(
         row["bbox3d"], row["K"].reshape(3, 3), row["R"].reshape(3, 3), row["t"]
@@ -562,10 +676,8 @@ def _manifest(cfg, p: Plan, profile, quant_bins, writer, hist, skipped, rpc, tmp
         "image_size": cfg.image_size,
         "depth_scale": DEPTH_SCALE,
         # workers and paths do not change the data: kept out of the manifest (and its bytes)
-        "config": dataclasses.asdict(cfg)
-        | {"workers": None, "out_dir": None, "metrics": None}
-        | {"figures_dir": None, "figure_samples": None},
-        "columns": COLUMNS_DOC,
+        "config": _manifest_config(cfg),
+        "columns": COLUMNS_DOC | (VIEW_COLUMNS_DOC if cfg.task == "view" else {}),
         "gt_rpc_mean": round(float(np.mean(rpc)), 6) if rpc else None,
         "shard_sha256": hashes,
         "content_hash": content_hash(tmp, hashes),
@@ -600,6 +712,7 @@ def build(
     skipped: Counter = Counter()
     hist: dict[str, Counter] = {s: Counter() for s in SPLITS}
     rpc: list[float] = []
+    view_stats: list[tuple] = []
     bar = tqdm(total=len(p.specs), desc="build_dataset", disable=not progress, mininterval=1)
     # built in a temporary folder that replaces ``out`` only when complete (pointvl.io)
     with atomic_dir(out) as tmp, bar, _mapper(cfg, quant_bins, p.option_pool) as run:
@@ -607,11 +720,18 @@ def build(
         for spec, row in built_rows(cfg, p, run, skipped, bar):
             hist[spec.split][spec.category] += 1
             rpc.append(_gt_rpc(row))
+            if cfg.task == "view":
+                view_stats.append(
+                    (row["view_clamped"], row["visible_pixels"] < cfg.num_points,
+                     row["visible_pixels"], 1.0 - float(np.mean(row["kpts3d_visible"])))
+                )  # fmt: skip
             writer.add(spec.split, row)
         for split in SPLITS:
             writer.flush(split)
         check_counts(cfg, hist, skipped)
         manifest = _manifest(cfg, p, profile, quant_bins, writer, hist, skipped, rpc, tmp)
+        if cfg.task == "view":
+            manifest["view"] = _view_summary(view_stats)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     elapsed = time.perf_counter() - t0
     done = sum(m["count"] for m in manifest["splits"].values())
@@ -629,4 +749,4 @@ def build(
         "workers": cfg.workers,
         "gt_rpc_mean": manifest["gt_rpc_mean"],
         "content_hash": manifest["content_hash"],
-    }
+    } | ({"view": manifest["view"]} if "view" in manifest else {})

@@ -123,17 +123,20 @@ def _grid(
     paper_rows: Mapping[str, Mapping[str, Any]],
     metrics: Sequence[str],
     digits: int,
+    paper_columns: bool = True,
 ) -> tuple[list[str], list[list[str]]]:
     systems = list(paper_rows) + [s for s in rows_ours if s not in paper_rows]
     header = ["system"]
     for m in metrics:
-        header += [f"{_label(m)} {OURS_SUFFIX}", f"{_label(m)} {PAPER_SUFFIX}"]
+        header += [f"{_label(m)} {OURS_SUFFIX}"]
+        header += [f"{_label(m)} {PAPER_SUFFIX}"] if paper_columns else []
     body = []
     for s in systems:
         ours, paper = rows_ours.get(s) or {}, paper_rows.get(s) or {}
         row = [s]
         for m in metrics:
-            row += [_fmt_ours(ours.get(m), digits), _fmt_paper(paper.get(m), digits)]
+            row += [_fmt_ours(ours.get(m), digits)]
+            row += [_fmt_paper(paper.get(m), digits)] if paper_columns else []
         body.append(row)
     return header, body
 
@@ -154,6 +157,7 @@ def write_table(
     notes: Sequence[str] = (),
     caption: str = "",
     digits: int = 3,
+    paper_columns: bool = True,
 ) -> dict[str, Path]:
     """Write ``out_dir/<name>.md``, ``.csv`` and ``.tex``; returns their paths.
 
@@ -166,21 +170,28 @@ def write_table(
     notes       sentences (e.g. ``claim_sentence`` output) written under the table in the
                 Markdown and LaTeX files.
     The CSV is long-form with a ``source`` column ("ours" / "paper") per value.
+    paper_columns  False: a table of ours only (a task the paper does not have); no
+                "(paper)" columns and ``paper_rows`` must be empty.
     """
+    if not paper_columns and paper_rows:
+        raise ValueError("write_table: paper_columns=False but paper_rows given")
     if metrics is None:
         metrics = []
         for table in (paper_rows, rows_ours):
             for row in table.values():
                 metrics += [m for m in (row or {}) if m not in metrics]
-    header, body = _grid(rows_ours, paper_rows, metrics, digits)
+    header, body = _grid(rows_ours, paper_rows, metrics, digits, paper_columns)
     out_dir = Path(out_dir)
     paths = {}
 
     # Markdown
     md = [f"# {caption or name}", ""]
-    md.append("Columns marked (paper) are the numbers the paper reports, copied from "
-              "`paper/reported.yaml`; they are not ours. " + OURS_SUFFIX + " columns are this "
-              "pipeline's test-set numbers with a 95% bootstrap CI over samples.")  # fmt: skip
+    if paper_columns:
+        md.append("Columns marked (paper) are the numbers the paper reports, copied from "
+                  "`paper/reported.yaml`; they are not ours. " + OURS_SUFFIX + " columns are "
+                  "this pipeline's test-set numbers with a 95% bootstrap CI over samples.")  # fmt: skip
+    else:
+        md.append("The paper reports no numbers for this table: every column is ours.")
     md += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
     if notes:
@@ -220,7 +231,7 @@ def write_table(
 
     # LaTeX
     tex = [f"% {name}: (paper) columns are the paper's reported numbers, not ours.",
-           r"\begin{tabular}{l" + "cc" * len(metrics) + "}", r"\toprule",
+           r"\begin{tabular}{l" + ("cc" if paper_columns else "c") * len(metrics) + "}", r"\toprule",
            " & ".join(_tex_escape(h) for h in header) + r" \\", r"\midrule"]  # fmt: skip
     tex += [" & ".join(_tex_escape(c) for c in row) + r" \\" for row in body]
     tex += [r"\bottomrule", r"\end{tabular}"]

@@ -14,10 +14,20 @@ is scored by exactly the same parser and metric path as a model.
                            to the box (in [0, 1]^3), placed in that box. No learning at all:
                            the ceiling of IoU3D on our data, where the GT box *is* the AABB
                            of the object (only the quantization keeps it below 1).
+- ``cloud_fps``:           bbox3d = the cloud's AABB; kpts3d = farthest point sampling on
+                           the cloud, started at the point farthest from its centroid
+                           (``sampling.farthest_point_sampling``, the rule that made the GT
+                           keypoints). In ``full`` it recovers the GT keypoints exactly: the
+                           ceiling of every keypoint metric. In ``view`` it sees only the
+                           visible points: the floor an amodal model must beat.
 - ``box_centre``:          bbox3d = the training-mean box; all M keypoints at its centre.
                            Keypoint containment (KPA-3D) is near 1.0 because the centre of
                            the normalized frame lies in almost every box, while PCK is low
                            and the spread (collapse diagnostic) is 0.
+
+The ``cloud`` is the model's input cloud: the whole object in ``full``, the points the camera
+sees in ``view`` (``pointvl.data.view``). ``probes`` measures the same predictors without
+quantization, on the dataset's own columns: how much of the 3D targets the input gives away.
 
 Only the 3D fields are predicted. The other fields are copied from the ground truth:
 ``bbox2d`` (so RPC is computed against the GT 2D box, the rule used for the point-only
@@ -43,7 +53,9 @@ __all__ = [
     "box_centre",
     "centroid_mean_size",
     "cloud_aabb",
+    "cloud_fps",
     "evaluate_trivial",
+    "probes",
     "train_mean",
     "trivial_completions",
     "write_completion",
@@ -158,6 +170,24 @@ def cloud_aabb(
     return out
 
 
+def cloud_fps(
+    train: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+    quant_bins: int = DEFAULT_QUANT_BINS,
+    points: Sequence[Any] | None = None,
+) -> list[str]:
+    """The test cloud's own AABB, and M keypoints by farthest point sampling on the cloud."""
+    from pointvl.data.sampling import farthest_point_sampling
+
+    clouds = _clouds(points, test, "cloud_fps")
+    m = _stack(train, "kpts3d", ("M", 3)).shape[1]
+    out = []
+    for t, xyz in zip(test, clouds):
+        kpts = xyz[farthest_point_sampling(xyz, min(m, len(xyz)))]  # (M, 3)
+        out.append(write_completion(np.concatenate([xyz.min(0), xyz.max(0)]), kpts, t, quant_bins))
+    return out
+
+
 def box_centre(
     train: Sequence[Mapping[str, Any]],
     test: Sequence[Mapping[str, Any]],
@@ -176,6 +206,7 @@ PREDICTORS: dict[str, Callable[..., list[str]]] = {
     "trivial: centroid + mean size": centroid_mean_size,
     "trivial: cloud AABB (no learning)": cloud_aabb,
     "trivial: keypoints at box centre": box_centre,
+    "trivial: cloud AABB + FPS keypoints (no learning)": cloud_fps,
 }
 
 
@@ -190,8 +221,64 @@ def trivial_completions(
     return {
         name: fn(train, test, quant_bins, points)
         for name, fn in PREDICTORS.items()
-        if points is not None or fn not in (centroid_mean_size, cloud_aabb)
+        if points is not None or fn not in (centroid_mean_size, cloud_aabb, cloud_fps)
     }
+
+
+# ----------------------------------------------------------------------------- probes
+PROBE_COLUMNS = ("points", "bbox3d", "kpts3d")
+VIEW_PROBE_COLUMNS = ("bbox3d_object", "kpts3d_visible", "view_rotation", "view_origin",
+                      "view_scale")  # fmt: skip
+
+
+def probe_row(row: Mapping[str, Any], num_points: int) -> dict[str, float]:
+    """Continuous probes of one dataset row (``build.make_instance`` columns), no quantization.
+
+    ``iou3d_cloud_aabb`` = IoU3D(AABB(cloud), bbox3d); ``pck3d_cloud_fps@τ`` = PCK@τ of FPS on
+    the cloud against kpts3d (radius τ · diag(bbox3d), τ = 0.1, 0.05); ``cloud_fps_exact`` = 1
+    when FPS returns the GT keypoints exactly. A ``view`` row adds
+    ``iou3d_cloud_aabb_object_frame`` (the visible cloud's AABB in the object frame against
+    the full task's box: what an object-aligned frame would give away) and
+    ``kpts3d_occluded`` (the fraction of GT keypoints the camera does not see).
+    """
+    from pointvl.data.sampling import farthest_point_sampling
+    from pointvl.data.view import ViewFrame
+    from pointvl.eval.metrics import pck
+    from pointvl.geometry import box_from_points, iou_3d
+
+    xyz = np.asarray(row["points"], np.float64).reshape(num_points, 6)[:, :3]  # (N, 3)
+    box = np.asarray(row["bbox3d"], np.float64)  # (6,)
+    kpts = np.asarray(row["kpts3d"], np.float64).reshape(-1, 3)  # (M, 3)
+    fps = xyz[farthest_point_sampling(xyz, len(kpts))]  # (M, 3)
+    diag = float(np.linalg.norm(box[3:] - box[:3]))
+    out = {
+        "iou3d_cloud_aabb": float(iou_3d(box_from_points(xyz), box)),
+        "pck3d_cloud_fps@0.1": pck(fps, kpts, 0.1 * diag),
+        "pck3d_cloud_fps@0.05": pck(fps, kpts, 0.05 * diag),
+        "cloud_fps_exact": float(np.array_equal(np.unique(fps, axis=0), np.unique(kpts, axis=0))),
+    }
+    if row.get("view_rotation") is not None:
+        obj = box_from_points(ViewFrame.from_row(row).to_object(xyz))  # (6,) object frame
+        out["iou3d_cloud_aabb_object_frame"] = float(iou_3d(obj, row["bbox3d_object"]))
+        out["kpts3d_occluded"] = 1.0 - float(np.mean(row["kpts3d_visible"]))
+    return out
+
+
+def probes(data_dir: str, split: str = "test", n_boot: int = 1000, seed: int = 0) -> dict:
+    """``probe_row`` over a split: {probe: {mean, lo, hi, n}} (95% bootstrap CI) + ``_meta``."""
+    from pointvl.data.dataset import read_manifest, read_split
+    from pointvl.eval.bootstrap import bootstrap_ci
+
+    manifest = read_manifest(data_dir)
+    task = manifest["config"].get("task", "full")
+    cols = PROBE_COLUMNS + (VIEW_PROBE_COLUMNS if task == "view" else ())
+    rows = read_split(data_dir, split, list(cols)).to_pylist()
+    per = [probe_row(r, manifest["points_shape"][0]) for r in rows]
+    out: dict[str, Any] = {"_meta": {"data_dir": str(data_dir), "split": split, "task": task}}
+    for name in per[0] if per else ():
+        ci = bootstrap_ci(np.array([p[name] for p in per]), n_boot=n_boot, seed=seed)
+        out[name] = {"mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n}
+    return out
 
 
 # ----------------------------------------------------------------------------- the stage's run
@@ -207,11 +294,14 @@ class EvalTrivialConfig:
     """Seeds the bootstrap."""
     metrics: str = "results/metrics/eval/trivial.json"
     """Output: {predictor: {metric: {mean, lo, hi, n}}}."""
+    probes: str = "results/metrics/eval/trivial_probes.json"
+    """Output: {probe: {mean, lo, hi, n}} of ``probes`` on the test split."""
 
 
 def evaluate_trivial(cfg: EvalTrivialConfig, profile: str) -> dict:
     """Every trivial predictor on the test split, scored by the model metric path (95% CIs);
-    only ``REPORTED_METRICS`` are kept. Writes ``cfg.metrics`` (atomically) and returns it."""
+    only ``REPORTED_METRICS`` are kept. Writes ``cfg.metrics`` and ``cfg.probes`` (``probes``:
+    the same predictors unquantized), each atomically, and returns the metrics."""
     from pointvl.eval.metrics import evaluate
     from pointvl.eval.targets import load_targets
     from pointvl.io import atomic_write_json
@@ -224,4 +314,5 @@ def evaluate_trivial(cfg: EvalTrivialConfig, profile: str) -> dict:
         res = evaluate(texts, test, quant_bins, seed=cfg.seed, n_boot=cfg.n_boot, language=False)
         out[name] = {m: res[m] for m in REPORTED_METRICS if m in res}
     atomic_write_json(cfg.metrics, out)
+    atomic_write_json(cfg.probes, probes(data_dir, "test", n_boot=cfg.n_boot, seed=cfg.seed))
     return out

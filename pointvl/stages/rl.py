@@ -5,18 +5,24 @@
 
 Variants (``rl.variant``, overridable with ``--variant``):
 
-- ``grpo``      TRL's GRPO, broadcast r_seq                        (Eq. 16)
-- ``grca``      routed per-field advantages                        (Eqs. 9-10)
-- ``grca_rpc``  + RPC-shaped background, λ = ``rl.lam``             (Eq. 14)
-- ``sft_budget`` SFT continued for the same optimizer steps and prompts per step
+- ``grpo``      TRL's GRPO, broadcast r_seq                               (Eq. 16)
+- ``gdpo``      TRL's GDPO: per-field normalize-then-sum, broadcast       (ours, not in the paper)
+- ``grca``      routed per-field advantages                               (Eqs. 9-10)
+- ``grca_bg0``  routed, background advantage 0                            (ours)
+- ``grca_rpc``  + RPC-shaped background, λ = ``rl.lam``                    (Eq. 14)
+- ``sft_budget`` SFT continued for the same optimizer steps and the same sequences per step
+  (prompts_per_step x G), i.e. the same number of sequences as an RL arm; lr ``sft_budget_lr``
 
-The first three run ``GRCATrainer`` and differ only in the advantage builder. Every variant
-starts from ``rl.sft_checkpoint`` with the same seed, data order and budget. Outputs:
-``<out_dir>/final`` (model + processor, atomic), ``<log_dir>/log.{jsonl,csv}``, the metrics
-JSON (``{variant}`` is filled into the paths; ``--lam`` adds ``_lam<λ>`` and ``--seed`` adds
-``_seed<S>``, so a Table 5 sweep point or a repeat with another seed gets its own folders).
-``--seed`` re-seeds the RL run only (sampling, prompt order, dropout); every seed starts from
-the same SFT checkpoint.
+The RL variants run ``GRCATrainer`` and differ only in rewards and routing.
+``--keypoint-reward matched`` swaps the paper's keypoint reward for the collapse-proof one
+(suffix ``_kpm``). Every variant starts from ``rl.sft_checkpoint`` with the same seed, data
+order and budget. Before the first step and every ``rl.val_every`` steps the first
+``rl.val_prompts`` prompts of the val split (carved from train) are sampled and scored
+(``val/*`` records in the log). Outputs: ``<out_dir>/final`` (model + processor, atomic),
+``<log_dir>/log.{jsonl,csv}``, the metrics JSON (``{variant}`` is filled into the paths;
+``--lam`` adds ``_lam<λ>``, ``--seed`` adds ``_seed<S>``, so every sweep point and repeat gets
+its own folders). ``--seed`` re-seeds the RL run only (sampling, prompt order); every seed
+starts from the same SFT checkpoint.
 """
 
 from __future__ import annotations
@@ -36,25 +42,39 @@ from pointvl.train.sft import last_complete_checkpoint, save_final
 
 
 def _summary(records: list[dict], frac: float = 0.2) -> dict:
-    """Mean of each reward/* and spans/* metric over the first and the last ``frac`` of steps."""
-    steps = [r for r in records if "reward/seq" in r]
-    if not steps:
-        return {}
-    k = max(1, int(len(steps) * frac))
+    """Mean of each rollout reward/* and spans/* metric over the first and the last ``frac``
+    of steps; each validation metric at the first and last validation, with the slope of
+    the validation curve (per 100 steps, OLS with a t-interval)."""
+    from pointvl.eval.stats import slope_ci
+
     out = {}
-    for key in sorted({k_ for r in steps for k_ in r if k_.startswith(("reward/", "spans/"))}):
-        first = [r[key] for r in steps[:k] if r.get(key) is not None]
-        last = [r[key] for r in steps[-k:] if r.get(key) is not None]
-        if first and last:
-            out[f"{key}/first"] = sum(first) / len(first)
-            out[f"{key}/last"] = sum(last) / len(last)
+    steps = [r for r in records if "reward/seq" in r]
+    if steps:
+        k = max(1, int(len(steps) * frac))
+        for key in sorted({k_ for r in steps for k_ in r if k_.startswith(("reward/", "spans/"))}):
+            first = [r[key] for r in steps[:k] if r.get(key) is not None]
+            last = [r[key] for r in steps[-k:] if r.get(key) is not None]
+            if first and last:
+                out[f"{key}/first"] = sum(first) / len(first)
+                out[f"{key}/last"] = sum(last) / len(last)
+    val = [r for r in records if "val/n" in r]
+    for key in sorted({k_ for r in val for k_ in r if k_.startswith("val/") and k_ != "val/n"}):
+        pts = [(r["step"], r[key]) for r in val if r.get(key) is not None]
+        if not pts:
+            continue
+        out[f"{key}/first"], out[f"{key}/last"] = pts[0][1], pts[-1][1]
+        fit = slope_ci([p[0] for p in pts], [p[1] for p in pts])
+        for name in ("slope", "lo", "hi"):
+            out[f"{key}/slope_per_100/{name}"] = 100 * fit[name]
     return out
 
 
-def run_suffix(lam: float | None = None, seed: int | None = None) -> str:
-    """Folder suffix of a sweep point / repeat: ``_lam0.1``, ``_seed2``, ``_lam0.1_seed2``."""
-    return (f"_lam{lam:g}" if lam is not None else "") + (
-        f"_seed{seed}" if seed is not None else ""
+def run_suffix(lam: float | None = None, seed: int | None = None, keypoints: str = "kpa") -> str:
+    """Folder suffix of a sweep point / repeat / arm: ``_kpm``, ``_lam0.1``, ``_seed2``, ..."""
+    return (
+        ("_kpm" if keypoints == "matched" else "")
+        + (f"_lam{lam:g}" if lam is not None else "")
+        + (f"_seed{seed}" if seed is not None else "")
     )
 
 
@@ -73,16 +93,18 @@ def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False)
     checkpoint = last_complete_checkpoint(out_dir) if resume else None
 
     if cfg.variant == "sft_budget":
-        trainer = _sft_budget_trainer(cfg, model, processor, dataset, out_dir, logger)
+        trainer = _sft_budget_trainer(cfg, model, processor, dataset, out_dir)
     else:
         from pointvl.train.rl import build_rl_trainer, grpo_args, rl_rows
 
         args = grpo_args(cfg, out_dir, processor)
         rows = rl_rows(dataset, processor)
         trainer = build_rl_trainer(
-            model, processor, dataset, rows, cfg, args, schema.quant_bins, schema.num_keypoints,
-            callbacks=[logger],
-        )  # fmt: skip
+            model, processor, dataset, rows, cfg, args, schema.quant_bins, schema.num_keypoints
+        )
+    if cfg.val_prompts > 0:
+        trainer.add_callback(_validation(cfg, trainer, processor, schema, logger))
+    trainer.add_callback(logger)  # last: the validation's final record precedes the log's close
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - t0
@@ -90,6 +112,7 @@ def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False)
     metrics = {
         "profile": profile,
         "variant": cfg.variant,
+        "keypoint_reward": cfg.keypoint_reward,
         "lam": cfg.lam,
         "seed": cfg.seed,
         "steps": trainer.state.global_step,
@@ -103,13 +126,34 @@ def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False)
     return metrics
 
 
-def _sft_budget_trainer(cfg: RLConfig, model, processor, dataset, out_dir, logger):
-    """Table 3's budget-matched row: SFT for ``max_steps`` steps of ``prompts_per_step`` samples."""
+def _validation(cfg: RLConfig, trainer, processor, schema: SchemaConfig, logger):
+    """The val-split sampler of this run: the rollout distribution, a fixed seed (0) for every
+    arm and RL seed; ``sft_budget`` is sampled the same way, so its curve is comparable."""
+    from pointvl.data.dataset import PointVLDataset
+    from pointvl.train.rl import rollout_sampling, scoring_of, validation_set
+    from pointvl.train.validation import ValidationSampler
+
+    val = PointVLDataset(cfg.data_dir, "val", qa_mode=cfg.qa_mode)
+    return ValidationSampler(
+        trainer,
+        validation_set(val, processor, cfg.val_prompts),
+        scoring_of(cfg, schema.quant_bins, schema.num_keypoints),
+        rollout_sampling(cfg, processor),
+        processor.tokenizer,
+        group_size=cfg.val_generations,
+        every=cfg.val_every,
+        logger=logger,
+    )
+
+
+def _sft_budget_trainer(cfg: RLConfig, model, processor, dataset, out_dir):
+    """Table 3's budget-matched row: SFT for ``max_steps`` optimizer steps of
+    ``prompts_per_step x num_generations`` sequences (an RL step's sequences)."""
     from pointvl.train.config import SFTConfig
     from pointvl.train.sft import SFTSamples, build_sft_trainer, sft_training_args
 
     sft = SFTConfig(
-        per_device_batch_size=cfg.prompts_per_step,
+        per_device_batch_size=cfg.prompts_per_step * cfg.num_generations,
         grad_accum=cfg.grad_accum,
         learning_rate=cfg.sft_budget_lr,
         max_steps=cfg.max_steps,
@@ -123,7 +167,7 @@ def _sft_budget_trainer(cfg: RLConfig, model, processor, dataset, out_dir, logge
     args = sft_training_args(
         sft, out_dir, lr_scheduler_type="constant", lr_scheduler_kwargs={}, warmup_steps=0
     )
-    return build_sft_trainer(model, processor, SFTSamples(dataset, processor), args, [logger])
+    return build_sft_trainer(model, processor, SFTSamples(dataset, processor), args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,6 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variant", default=None, help="grpo | grca | grca_rpc | sft_budget")
     ap.add_argument("--lam", type=float, default=None, help="override rl.lam (Table 5 sweep)")
     ap.add_argument("--seed", type=int, default=None, help="override rl.seed (repeats)")
+    ap.add_argument(
+        "--keypoint-reward",
+        default=None,
+        choices=("kpa", "matched"),
+        help="override rl.keypoint_reward (matched: the collapse-proof arm, suffix _kpm)",
+    )
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     ap.add_argument("--max-steps", type=int, default=None, help="override rl.max_steps")
     args = ap.parse_args(argv)
@@ -148,9 +198,11 @@ def main(argv: list[str] | None = None) -> None:
             over["lam"] = args.lam
         if args.seed is not None:
             over["seed"] = args.seed
+        if args.keypoint_reward is not None:
+            over["keypoint_reward"] = args.keypoint_reward
         cfg = dataclasses.replace(cfg, **over)
         cfg.validate()
-        suffix = run_suffix(args.lam, args.seed)
+        suffix = run_suffix(args.lam, args.seed, cfg.keypoint_reward)
         if suffix:  # a sweep point or a repeat gets its own folders
             cfg = dataclasses.replace(
                 cfg,

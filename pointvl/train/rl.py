@@ -107,6 +107,22 @@ def grpo_args(cfg, out_dir, processor, **overrides) -> GRPOConfig:
     return GRPOConfig(**kw)
 
 
+def rollout_sampling(cfg, processor):
+    """The RL rollout distribution of section ``rl``: softmax(logits / T), placeholders
+    suppressed, at most ``max_completion_length`` tokens (what ``GRCATrainer.rollout_sampling``
+    builds from ``grpo_args``; used by the validation curves of every arm)."""
+    from pointvl.eval.generate import Sampling, suppressed_ids
+
+    return Sampling(
+        max_new_tokens=cfg.max_completion_length,
+        eos_token_ids=tuple(processor.eos_token_ids),
+        pad_token_id=processor.token_ids["pad_token_id"],
+        do_sample=True,
+        temperature=cfg.temperature,
+        suppress_tokens=suppressed_ids(processor),
+    )
+
+
 def scoring_of(cfg, quant_bins: int, num_keypoints: int) -> Scoring:
     """How the RL stage scores completions (``schema`` + ``rl.keypoint_reward``)."""
     return Scoring(quant_bins, num_keypoints, keypoint_reward=cfg.keypoint_reward)

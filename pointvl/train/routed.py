@@ -293,9 +293,11 @@ class RoutedGRPOTrainer(GRPOTrainer):
             bg = (1.0 - r.lam) * bg + r.lam * shaping  # (B,)
         adv = route(field_adv, membership, bg)  # (B, T)
         if r.aggregation == "normalize_then_sum":
-            # GDPO's batch standardization of the per-completion sum s_i = Σ_k Â_{i,k}
+            # GDPO's batch standardization of the per-completion sum s_i = Σ_k Â_{i,k}, applied
+            # to the field tokens (the background already holds TRL's advantage)
             s = self.accelerator.gather(field_adv.sum(1).to(self.accelerator.device)).cpu()
-            adv = (adv - s.mean()) / (s.std() + r.eps)
+            in_field = membership.any(-1)  # (B, T)
+            adv = torch.where(in_field, (adv - s.mean()) / (s.std() + r.eps), adv)  # (B, T)
         return adv.to(device=out["advantages"].device, dtype=torch.float32)
 
     def _log_fields(self, mode: str, gathered, membership, G: int) -> None:

@@ -62,7 +62,9 @@ def validation_record(texts: Sequence[str], targets: Sequence[Mapping], scoring:
 
 
 class ValidationSampler(TrainerCallback):
-    """Samples the validation set every ``every`` steps, before the first and at the end.
+    """Samples the validation set every ``every`` steps, before the first and at the end,
+    for any ``Trainer`` (the RL arms and the budget-matched SFT): ``sampling`` is the RL
+    rollout distribution (``pointvl.train.rl.rollout_sampling``).
 
     Put it before the ``MetricsLogger`` in the callbacks: its last record must reach the
     log before the logger closes it."""
@@ -72,6 +74,8 @@ class ValidationSampler(TrainerCallback):
         trainer,
         val: ValidationSet,
         scoring: Scoring,
+        sampling,
+        tokenizer,
         group_size: int,
         every: int,
         logger,
@@ -80,13 +84,13 @@ class ValidationSampler(TrainerCallback):
         if every < 1:
             raise ValueError(f"ValidationSampler.every={every}: expected >= 1")
         self.trainer, self.val, self.scoring = trainer, val, scoring
+        self.sampling, self.tokenizer = sampling, tokenizer
         self.group_size, self.every, self.logger, self.seed = group_size, every, logger, seed
         self._done: set[int] = set()
 
     def run(self, step: int) -> dict:
         """Sample, score and log the validation set at ``step`` (all processes take part)."""
         tr = self.trainer
-        sampling = tr.rollout_sampling()
         G = self.group_size
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         ids: list[list[int]] = []
@@ -98,10 +102,13 @@ class ValidationSampler(TrainerCallback):
             torch.no_grad(),
         ):
             torch.manual_seed(self.seed)
+            was_training = model.training
+            model.eval()  # BatchNorm on running statistics, as in evaluation and rollouts
             for batch in self.val.batches:
                 batch = {k: v.to(tr.accelerator.device) for k, v in batch.items()}
-                ids += decode(model, batch, sampling, G).ids
-        texts = tr.processing_class.batch_decode(ids, skip_special_tokens=True)
+                ids += decode(model, batch, self.sampling, G).ids
+            model.train(was_training)
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
         targets = [t for t in self.val.targets for _ in range(G)]
         record = {"step": step, **validation_record(texts, targets, self.scoring)}
         if tr.is_world_process_zero():
