@@ -1,7 +1,16 @@
-"""Seconds per RL step: TRL's unmodified ``GRPOTrainer`` vs our ``GRCATrainer`` (grca_rpc).
+"""RL speed: rollouts of the PointVL policy (ours vs TRL's generate) and the routing overhead.
 
     python benchmarks/bench_train.py [--steps 8] [--rounds 2] [--quick]
 
+``rollouts`` (the target of the RL issue: >= 2x today's 8.0 completions/s): the PointVL
+policy at the ``tiny`` size in ``GRCATrainer``, once with TRL's stock generation
+(``rollouts="trl"``: ``model.generate`` on every row) and once with ours (``rollouts="decode"``:
+the evaluation sampler, each prompt prefilled once for its G completions, finished rows
+leaving the batch), same seed, same rows, alternating; completions/s of whole RL steps
+(generate + score + loss + optimizer), and the fraction of identical completions. The
+policy is the SFT checkpoint when one exists (realistic completion lengths), else random.
+
+``scripted`` / ``sampled`` (the routing overhead):
 Same tiny model (random 2-layer Qwen2 LM, BPE tokenizer), same rows, same seed, one process,
 one torch thread. Two settings:
 
@@ -40,7 +49,9 @@ from trl import GRPOConfig, GRPOTrainer
 from pointvl.config import load_params
 from pointvl.credit import CreditConfig
 from pointvl.io import atomic_write_json
-from pointvl.train.grca_trainer import GRCATrainer, SequenceReward
+from pointvl.step import Scoring
+from pointvl.train.grca_trainer import GeometryTask, GRCATrainer
+from pointvl.train.routed import TaskReward
 from pointvl.train.tiny import (
     scripted_completions,
     tiny_lm,
@@ -54,12 +65,15 @@ G = 8
 
 
 class Timed:
-    """Times the two phases of a step: generate + score (+ advantages), and the loss."""
+    """Times the two phases of a step: generate + score (+ advantages), and the loss; keeps
+    the completions."""
 
     def _generate_and_score_completions(self, inputs):
         t0 = time.perf_counter()
         out = super()._generate_and_score_completions(inputs)
         self.phase_times["generate_and_score"].append(time.perf_counter() - t0)
+        ids, mask = out["completion_ids"].tolist(), out["completion_mask"].tolist()
+        self.completions.append([[t for t, m in zip(r, mr) if m] for r, mr in zip(ids, mask)])
         return out
 
     def _compute_loss(self, model, inputs):
@@ -121,7 +135,7 @@ def run_one(kind, scripted, model, tok, rows, script, steps, max_len, phases) ->
             cls = ScriptedTRL if scripted else TimedTRL
             t = cls(
                 m,
-                reward_funcs=[SequenceReward(100)],
+                reward_funcs=[TaskReward(GeometryTask(Scoring(100)), "seq")],
                 args=args,
                 train_dataset=ds,
                 processing_class=tok,
@@ -129,8 +143,9 @@ def run_one(kind, scripted, model, tok, rows, script, steps, max_len, phases) ->
         else:
             cls = ScriptedGRCA if scripted else TimedGRCA
             t = cls(m, args=args, train_dataset=ds, processing_class=tok, variant="grca_rpc",
-                    credit=CreditConfig(lam=0.15), quant_bins=100)  # fmt: skip
+                    credit=CreditConfig(lam=0.15), scoring=Scoring(100), rollouts="trl")  # fmt: skip
         t.script = script
+        t.completions = []
         t.phase_times = {"generate_and_score": [], "loss_forward": []}
         torch.manual_seed(0)
         t.train()
@@ -166,33 +181,72 @@ def compare(scripted: bool, model, tok, rows, steps: int, rounds: int, max_len: 
     }
 
 
-def pointvl_rl_step(model_cfg, max_len: int, steps: int) -> dict:
-    """The PointVL policy at the given size: s/step of GRCATrainer (grca_rpc), G=8, 2 prompts."""
+def _policy_and_rows(model_cfg, n_prompts: int):
+    """The SFT checkpoint and test prompts of the tiny profile when built, else a random
+    policy and random rows (completions then run to max_completion_length)."""
     from pointvl.model.policy import build_tiny_policy
 
+    ckpt, data = ROOT / "checkpoints/tiny/sft/final", ROOT / "data/tiny"
+    if (ckpt / "config.json").is_file() and (data / "manifest.json").is_file():
+        from pointvl.data.dataset import PointVLDataset
+        from pointvl.eval.generate import load_checkpoint
+        from pointvl.train.rl import rl_rows
+
+        model, proc = load_checkpoint(ckpt)
+        ds = PointVLDataset(data, "val")
+        return model, proc, ds, rl_rows(ds, proc, limit=n_prompts), "sft checkpoint, val prompts"
     tok = tiny_tokenizer()
     model, proc = build_tiny_policy(tok, model_cfg)
-    model.generation_config.eos_token_id = proc.eos_token_ids
-    rows = tiny_policy_rows(proc, 4, model_cfg.num_points, (112, 112))
-    with tempfile.TemporaryDirectory() as out:
-        args = grpo_args(out, steps, max_len)
-        args.generation_kwargs = {
-            "suppress_tokens": [model.config.image_token_id, model.config.point_token_id]
-        }
-        t = GRCATrainer(
-            model, args=args, train_dataset=Dataset.from_list(rows), processing_class=proc.tokenizer,
-            variant="grca_rpc", model_input_keys=("point_clouds", "pixel_values", "image_grid_thw"),
-            concat_keys=("pixel_values", "image_grid_thw"),
-        )  # fmt: skip
-        t.train()
-    times = [r["step_time"] for r in t.state.log_history if "step_time" in r][1:]
-    lengths = [
-        r["completions/mean_length"] for r in t.state.log_history if "completions/mean_length" in r
+    rows = tiny_policy_rows(proc, n_prompts, model_cfg.num_points, (112, 112))
+    return model, proc, rows, rows, "random init, random rows"
+
+
+def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: int) -> dict:
+    """Completions/s of whole RL steps of the PointVL policy: TRL's generate vs ours."""
+    from pointvl.train.config import RLConfig
+    from pointvl.train.rl import build_rl_trainer, grpo_args
+
+    model, proc, dataset, rows, source = _policy_and_rows(model_cfg, prompts * (steps + 1))
+    cfg = RLConfig(**{**rl, "variant": "grca_rpc", "prompts_per_step": prompts, "max_steps": steps})
+    times = {"trl": [], "decode": []}
+    phases = {k: {"generate_and_score": [], "loss_forward": []} for k in times}
+    completions: dict[str, list] = {k: [] for k in times}
+    for _ in range(rounds):
+        for kind in times:
+            with tempfile.TemporaryDirectory() as out:
+                args = grpo_args(
+                    cfg, out, proc, report_to=[], save_strategy="no", disable_tqdm=True
+                )
+                t = build_rl_trainer(copy.deepcopy(model), proc, dataset, rows, cfg, args, 100, 16)
+                t.__class__ = type("TimedRL", (Timed, type(t)), {})
+                t.rollouts, t.completions = kind, []
+                t.phase_times = {"generate_and_score": [], "loss_forward": []}
+                torch.manual_seed(0)
+                t.train()
+            step_times = [r["step_time"] for r in t.state.log_history if "step_time" in r]
+            times[kind] += step_times[1:]
+            for k, v in t.phase_times.items():
+                phases[kind][k] += v[1:]
+            completions[kind] = t.completions
+    B = prompts * cfg.num_generations
+    rate = {k: B / statistics.median(v) for k, v in times.items()}
+    same = [
+        a == b for sa, sb in zip(completions["trl"], completions["decode"]) for a, b in zip(sa, sb)
     ]
+    lengths = [len(c) for step in completions["decode"] for c in step]
     return {
-        "s_per_step": statistics.median(times),
+        "policy": source,
+        "prompts_per_step": prompts,
+        "G": cfg.num_generations,
+        "completions_per_s": rate,
+        "ratio_decode_over_trl": rate["decode"] / rate["trl"],
+        "identical_completions_frac": float(np.mean(same)) if same else float("nan"),
+        "completions_compared": len(same),
         "mean_completion_tokens": float(np.mean(lengths)),
-        "params": sum(p.numel() for p in model.parameters()),
+        "phase_median_s": {
+            k: {p: statistics.median(v) for p, v in ph.items()} for k, ph in phases.items()
+        },
+        "s_per_step_all": times,
     }
 
 
@@ -241,6 +295,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-len", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="fewer steps, skip the PointVL parts")
+    ap.add_argument("--rl-steps", type=int, default=4, help="RL steps per rollout run")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the PointVL parts")
     ap.add_argument("--out", default=str(ROOT / "results/bench/train.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -274,31 +330,30 @@ def main() -> None:
 
         merged = load_params(ROOT / "params.yaml", "tiny")
         model_cfg = dataclasses.replace(ModelConfig(), **merged.get("model", {}))
-        rl = merged["rl"]
-        sft = merged["sft"]
-        pv = pointvl_rl_step(model_cfg, rl["max_completion_length"], steps=4)
-        st = sft_throughput(model_cfg, batch=sft["per_device_batch_size"], steps=4)
-        sft_s = sft["max_steps"] * st["s_per_step"]
-        rl_s = rl["max_steps"] * pv["s_per_step"]
-        result["pointvl_tiny"] = {
-            "rl_grca_rpc": pv,
-            "sft": st,
-            "chain_estimate_s": {
-                "sft": sft_s,
-                "rl_per_variant_upper": rl_s,
-                "total_upper": sft_s + 4 * rl_s,
-                "note": "RL upper bound: an untrained policy samples max_completion_length "
-                "tokens every time; a trained one stops at the end of the JSON",
-            },
+        torch.set_num_threads(args.threads)
+        result["rollouts"] = {
+            f"prompts_{p}": rollout_throughput(
+                model_cfg, merged["rl"], args.rl_steps, args.rounds, p
+            )
+            for p in (2, 8)
         }
+        result["rollouts"]["today_completions_per_s"] = 8.0
+        result["rollouts"]["today_note"] = (
+            "the RL issue's measurement before this change (2 quiet cores, correct rollouts, "
+            "tiny policy): 8.0 completions/s for 2 or 8 prompts x G = 8"
+        )
+        st = sft_throughput(model_cfg, batch=merged["sft"]["per_device_batch_size"], steps=4)
+        result["sft_tiny"] = st
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     atomic_write_json(args.out, result)
     for k in ("scripted", "sampled"):
         r = result[k]
         print(f"{k}: TRL {r['trl_grpo_s_per_step']:.4f} s/step, grca_rpc "
               f"{r['grca_rpc_s_per_step']:.4f} s/step, ratio {r['ratio']:.3f}")  # fmt: skip
-    if "pointvl_tiny" in result:
-        print(result["pointvl_tiny"])
+    for k, r in result.get("rollouts", {}).items():
+        if isinstance(r, dict):
+            print(f"rollouts {k}: {r['completions_per_s']} completions/s, ratio "
+                  f"{r['ratio_decode_over_trl']:.2f}, identical {r['identical_completions_frac']:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -175,6 +175,43 @@ def test_sample_logits_do_not_depend_on_batch_mates(policy, samples):
         torch.testing.assert_close(together[i, -n:], alone[i][0], atol=2e-4, rtol=1e-4)
 
 
+def test_shared_samples_equal_repeated_inputs(policy, samples):
+    """``sample_index``: U distinct samples encoded once and used by B rows give the logits of
+    the repeated inputs and their gradients (Point-BERT, fusion and vision tower included)."""
+    model, proc = policy
+    batch = proc.batch([samples[1], samples[0]])  # U = 2 samples (equal prompt lengths)
+    idx = torch.tensor([0, 1, 1, 0, 1, 0])  # B = 6 rows, shuffled as TRL's split does
+    pv = batch["pixel_values"].view(2, -1, batch["pixel_values"].shape[-1])
+    common = {
+        "input_ids": batch["input_ids"][idx],
+        "attention_mask": batch["attention_mask"][idx],
+        "labels": batch["labels"][idx],
+    }
+    repeated = {
+        "point_clouds": batch["point_clouds"][idx],
+        "pixel_values": pv[idx].flatten(0, 1),
+        "image_grid_thw": batch["image_grid_thw"][idx],
+    }
+    shared = {
+        "point_clouds": batch["point_clouds"],
+        "pixel_values": batch["pixel_values"],
+        "image_grid_thw": batch["image_grid_thw"],
+        "sample_index": idx,
+    }
+    outs = []
+    for extra in (repeated, shared):
+        model.zero_grad()
+        out = model(**common, **extra)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        outs.append((out.logits.detach(), grads))
+    (l1, g1), (l2, g2) = outs
+    torch.testing.assert_close(l1, l2, rtol=0, atol=1e-5)
+    assert set(g1) == set(g2) and any(n.startswith("point_encoder") for n in g1)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
 def test_save_and_auto_from_pretrained_round_trip(policy, samples, tmp_path):
     model, proc = policy
     batch = proc.batch(samples[:2])

@@ -165,6 +165,7 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict | None = None,
         point_clouds: torch.Tensor | None = None,
+        sample_index: torch.LongTensor | None = None,
         **kwargs,
     ):
         """Qwen2.5-VL's forward plus ``point_clouds`` (B, N, D): xyz (+ normals) per sample.
@@ -172,16 +173,24 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         With ``point_clouds``, ``input_ids`` must hold exactly P = G + 1 ``<|point_pad|>``
         tokens per row; their embeddings are replaced by E (Eq. 4). The image (if any) is
         encoded once and used both by Qwen (at ``<|image_pad|>``) and by the fusion (Eq. 2).
+
+        ``sample_index`` (B,): rows share samples (the G completions of one prompt in RL):
+        ``point_clouds`` (U, N, D), ``pixel_values`` and ``image_grid_thw`` (U, 3) hold the U
+        distinct samples and row b uses sample ``sample_index[b]``. Point-BERT, the fusion and
+        the vision tower then run U times instead of B; the result equals the forward on the
+        repeated inputs (tested), gradients included.
         """
         if point_clouds is not None:
             if input_ids is None:
                 raise ValueError("point_clouds needs input_ids (to find the <|point_pad|> slots)")
-            if point_clouds.ndim != 3 or point_clouds.shape[0] != input_ids.shape[0]:
-                raise ValueError(
-                    f"point_clouds: expected ({input_ids.shape[0]}, N, D), "
-                    f"got {tuple(point_clouds.shape)}"
-                )
             B = input_ids.shape[0]
+            U = B if sample_index is None else int(sample_index.max()) + 1
+            if sample_index is not None and tuple(sample_index.shape) != (B,):
+                raise ValueError(f"sample_index: expected ({B},), got {tuple(sample_index.shape)}")
+            if point_clouds.ndim != 3 or point_clouds.shape[0] < U:
+                raise ValueError(
+                    f"point_clouds: expected ({U}, N, D), got {tuple(point_clouds.shape)}"
+                )
             point_slots = input_ids == self.config.point_token_id  # (B, L)
             per_row = point_slots.sum(-1)  # (B,)
             P = self.config.num_point_tokens
@@ -200,9 +209,14 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
                 mm_encoder_outputs = {**(mm_encoder_outputs or {}), "image": image_out}
                 pixel_values = None  # encoded once; Qwen scatters mm_encoder_outputs["image"]
             if (mm_encoder_outputs or {}).get("image") is not None:
-                per_image = tuple(mm_encoder_outputs["image"].pooler_output)
-                image_tokens, image_mask = self._pad_image_tokens(per_image, B)
+                per_image = tuple(mm_encoder_outputs["image"].pooler_output)  # U or B images
+                image_tokens, image_mask = self._pad_image_tokens(per_image, point_clouds.shape[0])
             point_embeds = self.get_point_features(point_clouds, image_tokens, image_mask)
+            if sample_index is not None:  # U samples -> B rows (images, positions, points)
+                rows = sample_index.tolist()
+                mm_encoder_outputs["image"].pooler_output = tuple(per_image[i] for i in rows)
+                image_grid_thw = image_grid_thw[sample_index]  # (B, 3)
+                point_embeds = point_embeds[sample_index]  # (B, P, d_lm)
             inputs_embeds = inputs_embeds.masked_scatter(
                 point_slots[..., None], point_embeds.to(inputs_embeds.dtype)
             )  # (B, L, d_lm), rows in order: row b receives point_embeds[b]

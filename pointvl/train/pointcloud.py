@@ -25,6 +25,7 @@ on-policy (tested in ``tests/test_rollout_equivalence.py``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -83,6 +84,9 @@ class PointCloudInputs:
         group_key: a column naming each row's prompt (rows with equal keys in a run of G share
             one prefill); None: compare prompt ids and extras.
         freeze_batchnorm: run BatchNorm layers on their running statistics.
+        rollouts: ``decode`` (the evaluation sampler, prefilled once per prompt) or ``trl``
+            (TRL's own ``generate`` call on every row, the extras passed along: the stock
+            path the speed benchmark compares against; same distribution, no log-probs).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class PointCloudInputs:
         extra_columns: Sequence[str] = (),
         group_key: str | None = None,
         freeze_batchnorm: bool = True,
+        rollouts: str = "decode",
         **kwargs,
     ):
         self.model_input_keys = tuple(model_input_keys)
@@ -104,6 +109,9 @@ class PointCloudInputs:
             raise ValueError(f"concat_keys {unknown} are not in model_input_keys")
         self.extra_columns = tuple(extra_columns)
         self.group_key = group_key
+        if rollouts not in ("decode", "trl"):
+            raise ValueError(f"rollouts={rollouts!r}: expected 'decode' or 'trl'")
+        self.rollouts = rollouts
         self._model_extras: dict[str, torch.Tensor] = {}
         self._row_keys: list | None = None
         self._sampling_logps: torch.Tensor | None = None
@@ -191,6 +199,11 @@ class PointCloudInputs:
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kw):
         """Rollouts through the evaluation sampler; returns (completion ids, sampling log-probs)."""
+        if self.rollouts == "trl":
+            extras = self._extras_to_model_kwargs(self._model_extras)
+            return super()._generate_single_turn(
+                prompt_ids, images, {**multimodal_fields, **extras}, num_generations, **kw
+            )
         if self.use_vllm or self.use_transformers_continuous_batching or self.tools:
             raise NotImplementedError(
                 "the point-cloud trainer generates with pointvl.eval.generate.decode only "
@@ -262,7 +275,7 @@ class PointCloudInputs:
                     attention_mask=attention_mask[start:end],
                     logits_to_keep=logits_to_keep + 1,
                     use_cache=False,
-                    **self._extras_to_model_kwargs(self._model_extras, start, end),
+                    **self._shared_model_kwargs(model, start, end),
                 ).logits  # (b, T + 1, V)
             # position t predicts token t + 1: drop the last, scale by the sampling temperature
             logits = logits[:, :-1, :] / self.temperature  # (b, T, V)
@@ -276,6 +289,22 @@ class PointCloudInputs:
         self._log_logp_gap(logps, attention_mask[:, -logits_to_keep:])
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         return logps, entropies, None
+
+    def _shared_model_kwargs(self, model, start: int, end: int) -> dict:
+        """The extras of rows [start, end); when the model takes ``sample_index`` (the PointVL
+        policy), rows that share a sample (the G completions of a prompt) share one encoding
+        of its point cloud and image (Point-BERT, fusion, vision tower run once per sample)."""
+        extras = {k: v[start:end] for k, v in self._model_extras.items()}
+        target = self.accelerator.unwrap_model(model)
+        if not extras or "sample_index" not in inspect.signature(target.forward).parameters:
+            return self._extras_to_model_kwargs(extras)
+        key = torch.cat([v.flatten(1).float() for v in extras.values()], dim=1)  # (b, K)
+        _, inverse = torch.unique(key, dim=0, return_inverse=True)  # (b,) ids in sorted order
+        first = [int((inverse == u).nonzero()[0]) for u in range(int(inverse.max()) + 1)]
+        unique = {k: v[first] for k, v in extras.items()}  # (U, ...)
+        out = self._extras_to_model_kwargs(unique)
+        out["sample_index"] = inverse.to(self.accelerator.device)
+        return out
 
     def _log_logp_gap(self, logps: torch.Tensor, mask: torch.Tensor) -> None:
         """In the loss pass: max |log π_sample − log π_θ| on the completion tokens."""
