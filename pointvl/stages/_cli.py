@@ -69,6 +69,7 @@ SECTIONS = {
     "baselines": "pointvl.baselines.experiment:BaselineConfig",
     "zeroshot": "pointvl.eval.zeroshot_table:ZeroShotConfig",
     "figures": "pointvl.stages.figures:FiguresConfig",
+    "credit_lab": "pointvl.train.lab:LabConfig",
 }
 """Every section of params.yaml -> ``module:Class`` of its dataclass (imported on use)."""
 
@@ -85,6 +86,7 @@ OUTPUT_FIELDS = {
     "evaluate": ("predictions_dir", "metrics_dir"),
     "report": ("tables_dir", "figures_dir"),
     "figures": ("out_dir", "metrics"),
+    "credit_lab": ("out_dir",),
     "notebooks": ("out_dir",),
 }
 """The fields of each section that name something a stage writes."""
