@@ -186,7 +186,7 @@ def _check_structure(path: Path, raw: dict) -> None:
 def load_params(path: str | os.PathLike | None = None, profile: str | None = None) -> dict:
     """Read ``params.yaml`` (and the files it ``extends``), merge the selected profile's
     overrides into the defaults and resolve the ``${shared.<name>}`` references (``shared``
-    itself becomes {name: value}).
+    itself becomes {name: value}; absent when the files have no shared table).
 
     ``profile`` (argument) > ``$POINTVL_PROFILE`` > the file's ``profile`` key (the last
     file of an ``extends`` chain that has one).
@@ -207,7 +207,8 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     shared = _shared_values(shared_rows, profile, path)
     merged = {k: _resolve(v, shared, k) for k, v in merged.items()}
     merged["profile"] = profile
-    merged["shared"] = shared
+    if shared:
+        merged["shared"] = shared
     return merged
 
 
