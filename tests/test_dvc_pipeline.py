@@ -68,6 +68,17 @@ def test_stages_track_their_sections_overrides_only():
         assert shared == sorted(f"shared.{k}.${{profile}}" for k in needed), name
 
 
+def test_study_pipelines_track_the_shared_values_of_the_base_sections_they_read():
+    for path in sorted((ROOT / "studies").glob("*/dvc.yaml")):
+        dvc = yaml.safe_load(path.read_text())
+        for name, body in _stage_bodies(dvc):
+            params = [p for p in body.get("params", []) if isinstance(p, str)]
+            sections = [p for p in params if p in SECTIONS]
+            shared = sorted(p for p in params if p.startswith("shared."))
+            needed = set().union(*(shared_refs(s) for s in sections)) if sections else set()
+            assert shared == sorted(f"shared.{k}.${{profile}}" for k in needed), (path, name)
+
+
 def test_every_shared_value_has_one_value_per_profile_and_is_used():
     used = set().union(*(shared_refs(s) for s in SECTIONS))
     for name, row in PARAMS["shared"].items():

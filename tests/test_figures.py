@@ -20,8 +20,10 @@ from pointvl.demo import demo_completions, demo_target
 from pointvl.rewards import rpc_reward, score_batch
 from pointvl.schema import parse_output
 from pointvl.spans import field_token_ids
-from pointvl.stages.figures import FiguresConfig, cut_after_eos, route_group
+from pointvl.stages.figures import FiguresConfig
+from pointvl.step import Scoring
 from pointvl.viz.figure3 import figure3, figure3_png, view_prediction
+from pointvl.viz.routed_group import route_group
 
 ROOT = Path(__file__).resolve().parent.parent
 RPC_LINE = re.compile(r"RPC = IoU\(B_proj, B̂_2d\) = ([0-9.]+)")
@@ -81,20 +83,6 @@ def test_view_prediction_dequantizes_like_metrics(test_split):
     assert np.abs(view.values["kpts2d"] - s["kpts2d"].numpy()).max() <= 0.5 + 1e-9
 
 
-def test_cut_after_eos_matches_a_loop():
-    ids = torch.tensor([[5, 6, 2, 7, 0], [5, 9, 9, 9, 9], [3, 1, 2, 0, 0]])
-    eos = [2, 1]
-    want = []
-    for row in ids.tolist():
-        out = []
-        for t in row:
-            out.append(t)
-            if t in eos:
-                break
-        want.append(out)
-    assert cut_after_eos(ids, eos) == want == [[5, 6, 2], [5, 9, 9, 9, 9], [3, 1]]
-
-
 def test_route_group_matches_credit_on_scripted_completions(bpe_tokenizer):
     target = demo_target(0)
     texts = demo_completions(target, 100, seed=0)
@@ -102,8 +90,8 @@ def test_route_group_matches_credit_on_scripted_completions(bpe_tokenizer):
     encs = [bpe_tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
     ids = [e["input_ids"] + [eos] for e in encs]
     cfg = CreditConfig(background="seq", lam=0.15)
-    group = route_group(ids, bpe_tokenizer, target, cfg, 100, 16)
-    assert group.texts == texts  # decoding gives back the written text
+    group = route_group(ids, bpe_tokenizer, target, cfg, Scoring(100, 16))
+    assert group.scored.texts == texts  # decoding gives back the written text
     # direct: parse, score, fast-tokenizer offsets (another offset path), then pointvl.credit
     parsed = [parse_output(t, 16) for t in texts]
     scores = score_batch(parsed, [target] * len(texts), 100)
@@ -114,10 +102,9 @@ def test_route_group_matches_credit_on_scripted_completions(bpe_tokenizer):
         fids[i, : len(off)] = torch.from_numpy(field_token_ids(p.char_spans, off))
     batch = CreditInputs(scores["per_field_rewards"], scores["seq"], scores["rpc"], fids, len(ids))
     assert torch.equal(group.field_ids, fids)
-    for v, build in ADVANTAGE_BUILDERS.items():
-        want = build(batch, cfg)  # (G, T)
+    for v in ("grpo", "grca", "grca_rpc"):
+        want = ADVANTAGE_BUILDERS[v](batch, cfg)  # (G, T)
         got = group.advantages[v]
-        assert torch.equal(torch.isnan(got), ~group.mask)
         torch.testing.assert_close(got[group.mask], want[group.mask], rtol=0, atol=0)
     assert len({round(float(x), 6) for x in group.advantages["grca"][group.mask]}) > 8
 

@@ -3,8 +3,8 @@
     python -m pointvl.stages.credit_demo --params params.yaml [--profile tiny]
 
 Pipeline (the rl step of DESIGN.md, without a model): a group of G = 8 written completions
-(``pointvl.demo``) -> ``parse_output`` -> BPE tokens + offsets -> ``field_token_ids`` ->
-``score_batch`` (Eq. 8, 13) -> ``build_advantages`` for grpo / grca / grca_rpc (Eqs. 9-14).
+(``pointvl.demo``), BPE-encoded + end-of-turn -> ``pointvl.step.score_and_route`` (parse,
+Eq. 8 and 13 rewards, token offsets, field ids, grpo / grca / grca_rpc advantages, Eqs. 6-14).
 
 Writes ``<out_dir>/advantages.html`` (offline Plotly), ``advantages.png``, ``group.json``
 (completions, tokens, field ids, rewards, advantages) and the metrics JSON.
@@ -16,19 +16,17 @@ import argparse
 import json
 
 import numpy as np
-import torch
 
 from pointvl.config import CreditDemoConfig, SchemaConfig, load_section
-from pointvl.credit import CreditConfig, CreditInputs, build_advantages, credit_diagnostics
+from pointvl.credit import CreditConfig
 from pointvl.demo import CASES, demo_completions, demo_target
 from pointvl.io import atomic_dir, atomic_write_json
 from pointvl.model.tokenizer import train_bpe_tokenizer
-from pointvl.rewards import score_batch
-from pointvl.schema import GEOMETRIC_FIELDS, format_target, parse_output
-from pointvl.spans import field_token_ids
+from pointvl.schema import GEOMETRIC_FIELDS, format_target
+from pointvl.spans import TokenLengths
+from pointvl.step import Scoring, compare_to_broadcast, diagnostics, score_and_route
 from pointvl.viz.advantages import advantage_figure, advantage_png
-
-VARIANTS = {"grpo": "GRPO (broadcast Â_seq)", "grca": "GRCA (routed)", "grca_rpc": "GRCA + RPC"}
+from pointvl.viz.routed_group import VARIANTS
 
 
 def demo_tokenizer(cfg: CreditDemoConfig, quant_bins: int):
@@ -49,34 +47,21 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
     G = len(completions)
     tok = demo_tokenizer(cfg, Q)
 
-    parsed = [parse_output(c, num_keypoints=schema.num_keypoints) for c in completions]
-    encs = [tok(c, add_special_tokens=False, return_offsets_mapping=True) for c in completions]
     # EOS closes every completion; it has no characters, so it is background
-    ids_list = [e["input_ids"] + [tok.eos_token_id] for e in encs]
-    offsets = [e["offset_mapping"] + [(len(c), len(c))] for e, c in zip(encs, completions)]
-    T = max(len(i) for i in ids_list)
-    field_ids = torch.zeros(G, T, dtype=torch.long)  # (B, T)
-    mask = torch.zeros(G, T, dtype=torch.bool)  # (B, T)
-    for i, off in enumerate(offsets):
-        field_ids[i, : len(off)] = torch.from_numpy(field_token_ids(parsed[i].char_spans, off))
-        mask[i, : len(off)] = True
-
-    scores = score_batch(parsed, [target] * G, Q)
-    batch = CreditInputs(
-        per_field_rewards=scores["per_field_rewards"],
-        seq_rewards=scores["seq"],
-        rpc_rewards=scores["rpc"],
-        field_ids=field_ids,
-        group_size=G,
-    )
-    ccfg = CreditConfig(background=cfg.background, lam=cfg.lam)
-    adv = {v: build_advantages(v, batch, ccfg).masked_fill(~mask, float("nan")) for v in VARIANTS}
+    eos = tok.eos_token_id
+    ids_list = [tok(c, add_special_tokens=False)["input_ids"] + [eos] for c in completions]
+    step = score_and_route(
+        completions, ids_list, [target] * G, TokenLengths(tok), G, tuple(VARIANTS),
+        CreditConfig(background=cfg.background, lam=cfg.lam), Scoring(Q, schema.num_keypoints),
+    )  # fmt: skip
+    field_ids, mask = step.field_ids, step.mask
+    scores, parsed = step.scored.scores, step.scored.parsed
+    adv = {v: a.masked_fill(~mask, float("nan")) for v, a in step.advantages.items()}
 
     tokens = [tok.convert_ids_to_tokens(i) for i in ids_list]
     tokens = [[tok.convert_tokens_to_string([t]) for t in row] for row in tokens]
     labels = [f"{i}: {c}" for i, c in enumerate(CASES)]
-    metrics = _metrics(adv, field_ids, mask, scores, parsed)
-    metrics.update(credit_diagnostics(batch))
+    metrics = _metrics(step)
 
     with atomic_dir(cfg.out_dir) as out:
         panels = {VARIANTS[v]: a.numpy() for v, a in adv.items()}
@@ -111,24 +96,15 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
     return metrics
 
 
-def _metrics(adv, field_ids, mask, scores, parsed) -> dict:
+def _metrics(step) -> dict:
     """Facts a reader can check in the figure, computed from the tensors."""
+    field_ids, mask = step.field_ids, step.mask
     out: dict = {"group_size": int(field_ids.shape[0]), "tokens": int(mask.sum())}
     for k, name in enumerate(GEOMETRIC_FIELDS):
-        sel = field_ids == k + 1  # (B, T)
-        out[f"tokens/{name}"] = int(sel.sum())
-        out[f"reward/{name}"] = float(scores["per_field_rewards"][:, k].mean())
+        out[f"tokens/{name}"] = int((field_ids == k + 1).sum())
     out["tokens/background"] = int((mask & (field_ids == 0)).sum())
-    out["reward/rpc"] = float(scores["rpc"].mean())
-    out["reward/seq"] = float(scores["seq"].mean())
-    out["spans/parse_fail_frac"] = float(np.mean([not p.ok for p in parsed]))
-    grpo = adv["grpo"]
-    for v in ("grca", "grca_rpc"):
-        diff = (adv[v] - grpo).abs()[mask]
-        out[f"{v}/tokens_changed_vs_grpo_frac"] = float((diff > 1e-9).double().mean())
-        # tokens whose advantage sign flips relative to broadcast GRPO
-        flips = (torch.sign(adv[v]) * torch.sign(grpo) < 0)[mask]
-        out[f"{v}/sign_flips_vs_grpo_frac"] = float(flips.double().mean())
+    out.update(diagnostics(step))
+    out.update(compare_to_broadcast(step.advantages, mask))
     return out
 
 

@@ -7,13 +7,10 @@ real completions of the policy RL starts from (Secs. 3.3-3.5, Figure 2's idea on
     (``predictions``, written by ``evaluate`` from ``checkpoint``) -> ``pointvl.viz.figure3``
     -> ``figure3.png``; ``html_samples`` samples from there on -> ``figure3_reprojection.html``
     (``pointvl.viz.reprojection``, ours dashed).
-(b) One group, the rl step of DESIGN.md on a real model: ``policy_checkpoint`` samples
-    G = ``num_generations`` completions of test sample ``group_index`` (``torch.manual_seed
-    (seed)``, temperature, no top-k / top-p, image and point tokens suppressed, as the rl
-    stage's ``GRPOConfig``) -> cut after the first EOS (TRL) -> ``parse_output`` ->
-    ``score_batch`` (Eqs. 8, 13) -> ``TokenLengths`` offsets + ``batch_field_token_ids``
-    (Eqs. 6-7) -> ``build_advantages`` for grpo / grca / grca_rpc (Eqs. 9-14, 16), exactly as
-    ``GRCATrainer._generate_and_score_completions`` -> ``routed_advantages_real.{png,html}``
+(b) One group, the rl step of DESIGN.md on a real model (``pointvl.viz.routed_group``):
+    ``policy_checkpoint`` samples G = ``num_generations`` completions of test sample
+    ``group_index`` with the RL rollout sampler (seeded) -> ``pointvl.step.score_and_route``
+    (Eqs. 6-14, 16; what ``GRCATrainer`` computes) -> ``routed_advantages_real.{png,html}``
     and ``routed_group.json``.
 
 Metrics (``metrics``): the printed RPC of Figure 3, the group's mean rewards, span coverage,
@@ -29,32 +26,15 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from pointvl.config import ConfigError, SchemaConfig, load_params, load_section
-from pointvl.credit import (
-    BACKGROUND_MODES,
-    CreditConfig,
-    CreditInputs,
-    build_advantages,
-    credit_diagnostics,
-)
+from pointvl.credit import BACKGROUND_MODES, CreditConfig
 from pointvl.io import atomic_write_json
-from pointvl.rewards import score_batch
-from pointvl.schema import GEOMETRIC_FIELDS, ParsedOutput, parse_output
-from pointvl.spans import TokenLengths, batch_field_token_ids
+from pointvl.step import Scoring
 
-VARIANTS = {
-    "grpo": "GRPO (broadcast Â_seq)",
-    "grca": "GRCA (routed, ours)",
-    "grca_rpc": "GRCA + RPC (ours)",
-}
 SYSTEM_NAMES = {"grca_rpc": "GRCA + RPC", "grca": "GRCA", "grpo": "GRPO", "sft": "SFT"}
-TARGET_KEYS = ("bbox2d", "bbox3d", "kpts2d", "kpts3d", "K", "R", "t")
 
 
 @dataclasses.dataclass
@@ -180,191 +160,41 @@ def write_figure3(cfg: FiguresConfig, ds, quant_bins: int, profile: str, out: Pa
 
 
 # ----------------------------------------------------------------------------- (b) one group
-def reward_target(sample: Mapping) -> dict:
-    """The continuous ground truth a completion is scored against (as ``train.rl``)."""
-    out = {k: np.asarray(torch.as_tensor(sample[k]), dtype=np.float64) for k in TARGET_KEYS}
-    out["answer"] = str(sample.get("answer", ""))
-    out["description"] = str(sample.get("description", ""))
-    return out
-
-
-def cut_after_eos(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> list[list[int]]:
-    """(G, T) generated ids -> per row the ids up to and including the first EOS (TRL)."""
-    is_eos = torch.isin(completion_ids, torch.tensor(list(eos_ids)))  # (G, T)
-    G, T = completion_ids.shape
-    eos_idx = torch.full((G,), T, dtype=torch.long)  # (G,)
-    eos_idx[is_eos.any(1)] = is_eos.int().argmax(1)[is_eos.any(1)]
-    keep = torch.arange(T).expand(G, -1) <= eos_idx[:, None]  # (G, T)
-    return [row[m].tolist() for row, m in zip(completion_ids, keep)]
-
-
-@torch.no_grad()
-def sample_group(model, processor, sample: Mapping, cfg: FiguresConfig) -> list[list[int]]:
-    """G sampled completions (token ids, cut after EOS) of one sample, seeded."""
-    G = cfg.num_generations
-    batch = processor.batch([dict(sample)] * G, with_target=False)  # the prompt, G times
-    prompt_len = batch["input_ids"].shape[1]
-    torch.manual_seed(cfg.seed)
-    out = model.generate(
-        **batch,
-        do_sample=True,
-        temperature=cfg.temperature,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=cfg.max_new_tokens,
-        eos_token_id=processor.eos_token_ids,
-        pad_token_id=processor.tokenizer.pad_token_id,
-        suppress_tokens=[model.config.image_token_id, model.config.point_token_id],
-    )  # (G, L + T)
-    return cut_after_eos(out[:, prompt_len:].cpu(), processor.eos_token_ids)
-
-
-@dataclasses.dataclass
-class RoutedGroup:
-    """One scored group and its per-token advantages (rows = the G completions)."""
-
-    completion_ids: list[list[int]]
-    """G rows of generated ids, up to and including the first EOS."""
-    texts: list[str]
-    """Decoded completions (special tokens skipped, as TRL)."""
-    parsed: list[ParsedOutput]
-    """``parse_output`` of each text."""
-    scores: dict[str, np.ndarray]
-    """``score_batch``: per_field_rewards (G, F), rpc / seq / format / answer / description (G,)."""
-    field_ids: torch.Tensor
-    """(G, T) 0 = background, k + 1 = GEOMETRIC_FIELDS[k]; padding 0."""
-    mask: torch.Tensor
-    """(G, T) bool, True on real completion tokens."""
-    batch: CreditInputs
-    """What the advantage builders read."""
-    advantages: dict[str, torch.Tensor]
-    """Variant -> (G, T) advantages, NaN on padding."""
-
-
-def route_group(
-    completion_ids: Sequence[Sequence[int]],
-    tokenizer,
-    target: Mapping,
-    credit: CreditConfig,
-    quant_bins: int,
-    num_keypoints: int,
-) -> RoutedGroup:
-    """Eqs. (6-14) on one group exactly as ``GRCATrainer._generate_and_score_completions``."""
-    ids = [list(map(int, row)) for row in completion_ids]
-    G = len(ids)
-    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
-    parsed = [parse_output(t, num_keypoints) for t in texts]
-    scores = score_batch(parsed, [target] * G, quant_bins)
-    # Eqs. (6-7): a row with no geometric span is all background (no offsets needed)
-    table, empty = TokenLengths(tokenizer), np.zeros((0, 2), np.int64)
-    spans = [p.char_spans for p in parsed]
-    has_span = [any(sp.get(f) is not None for f in GEOMETRIC_FIELDS) for sp in spans]
-    offsets = [table.offsets(ids[i], texts[i]) if has_span[i] else empty for i in range(G)]
-    T = max(1, max(len(row) for row in ids))
-    field_ids = batch_field_token_ids(spans, offsets, T)  # (G, T)
-    mask = torch.arange(T)[None, :] < torch.tensor([len(r) for r in ids])[:, None]  # (G, T)
-    batch = CreditInputs(
-        per_field_rewards=torch.as_tensor(scores["per_field_rewards"]),
-        seq_rewards=torch.as_tensor(scores["seq"]),
-        rpc_rewards=torch.as_tensor(scores["rpc"]),
-        field_ids=field_ids,
-        group_size=G,
-    )
-    # A_{i,t} of each variant, NaN where t is padding
-    adv = {v: build_advantages(v, batch, credit).masked_fill(~mask, float("nan")) for v in VARIANTS}
-    return RoutedGroup(ids, texts, parsed, scores, field_ids, mask, batch, adv)
-
-
-def group_metrics(group: RoutedGroup) -> dict[str, float]:
-    """Rewards, parse failures and GRCA vs GRPO token changes / sign flips (as credit_demo)."""
-    out: dict[str, float] = {
-        "group/size": len(group.texts),
-        "group/tokens": int(group.mask.sum()),
-        "spans/parse_fail_frac": float(np.mean([not p.ok for p in group.parsed])),
-    }
-    for k, name in enumerate(GEOMETRIC_FIELDS):
-        out[f"reward/{name}"] = float(group.scores["per_field_rewards"][:, k].mean())
-        out[f"tokens/{name}"] = int(((group.field_ids == k + 1) & group.mask).sum())
-    for name in ("rpc", "seq", "format", "answer", "description"):
-        out[f"reward/{name}"] = float(group.scores[name].mean())
-    grpo, m = group.advantages["grpo"], group.mask
-    for v in ("grca", "grca_rpc"):
-        diff = (group.advantages[v] - grpo).abs()[m]
-        out[f"{v}/tokens_changed_vs_grpo_frac"] = float((diff > 1e-9).double().mean())
-        flips = (torch.sign(group.advantages[v]) * torch.sign(grpo) < 0)[m]
-        out[f"{v}/sign_flips_vs_grpo_frac"] = float(flips.double().mean())
-    out.update(credit_diagnostics(group.batch))
-    return out
-
-
-def _tokens(tokenizer, ids: Sequence[Sequence[int]]) -> list[list[str]]:
-    """Each token as the text it stands for (special tokens by name)."""
-    return [
-        [tokenizer.convert_tokens_to_string([t]) for t in tokenizer.convert_ids_to_tokens(row)]
-        for row in ids
-    ]
-
-
-def _row_label(group: RoutedGroup, i: int) -> str:
-    r = group.scores["per_field_rewards"][i]  # (F,)
-    fail = "" if group.parsed[i].ok else "  PARSE FAIL"
-    return (f"#{i} seq {group.scores['seq'][i]:.2f} | 2d {r[0]:.2f} 3d {r[1]:.2f} "
-            f"k2 {r[2]:.2f} k3 {r[3]:.2f} | rpc {group.scores['rpc'][i]:.2f}{fail}")  # fmt: skip
-
-
-def group_json(group: RoutedGroup, tokens: list[list[str]], sample: Mapping, meta: dict) -> dict:
-    """Everything behind the heatmap: completions, rewards per field, tokens, advantages."""
-    per_field = group.scores["per_field_rewards"]  # (G, F)
-    rewards = {name: per_field[:, k].tolist() for k, name in enumerate(GEOMETRIC_FIELDS)}
-    rewards.update({k: np.asarray(v).tolist() for k, v in group.scores.items() if k != "per_field_rewards"})  # fmt: skip
-    lens = [len(t) for t in tokens]
-    return {
-        **meta,
-        "uid": sample["uid"],
-        "question": sample["question"],
-        "completions": group.texts,
-        "errors": [p.errors for p in group.parsed],
-        "rewards": rewards,
-        "tokens": tokens,
-        "field_ids": [row[:n].tolist() for row, n in zip(group.field_ids, lens)],
-        "advantages": {
-            v: [row[:n].tolist() for row, n in zip(a, lens)] for v, a in group.advantages.items()
-        },
-        "metrics": group_metrics(group),
-    }
-
-
 def write_heatmap(cfg: FiguresConfig, ds, schema: SchemaConfig, profile: str, out: Path) -> dict:
     """Sample the group, route its advantages, write the PNG, HTML and JSON into ``out``."""
     from pointvl.eval.generate import load_checkpoint
+    from pointvl.train.rl import reward_target
+    from pointvl.viz import routed_group as rg
     from pointvl.viz.advantages import advantage_figure, advantage_png
 
     ckpt = cfg.policy_checkpoint.format(profile=profile)
     model, processor = load_checkpoint(ckpt)
     sample = ds[cfg.group_index]
     t0 = time.perf_counter()
-    ids = sample_group(model, processor, sample, cfg)
+    ids = rg.sample_group(
+        model, processor, sample, cfg.num_generations, cfg.temperature, cfg.max_new_tokens, cfg.seed
+    )
     gen_s = time.perf_counter() - t0
     credit = CreditConfig(background=cfg.background, lam=cfg.lam)
     tok = processor.tokenizer
-    group = route_group(
-        ids, tok, reward_target(sample), credit, ds.quant_bins, schema.num_keypoints
+    step = rg.route_group(
+        ids, tok, reward_target(sample), credit, Scoring(ds.quant_bins, schema.num_keypoints)
     )
-    tokens = _tokens(tok, ids)
-    labels = [_row_label(group, i) for i in range(len(ids))]
-    panels = {VARIANTS[v]: a.numpy() for v, a in group.advantages.items()}
+    tokens = rg.token_strings(tok, ids)
+    labels = [rg.row_label(step, i) for i in range(len(ids))]
+    panels = rg.heatmap_panels(step)
     G = len(ids)
     where = f"test {sample['uid']} ({sample['category']})"
     title = (f"Per-token advantages of G={G} real completions (ours: policy {ckpt}, {where}, "
              f"T={cfg.temperature}, λ={cfg.lam})")  # fmt: skip
-    fids = group.field_ids.numpy()
+    fids = step.field_ids.numpy()
     fig = advantage_figure(panels, fids, tokens, labels, title=title)
     fig.write_html(out / "routed_advantages_real.html", include_plotlyjs=True, full_html=True,
                    div_id="routed-advantages")  # fmt: skip
     advantage_png(out / "routed_advantages_real.png", panels, fids, labels, title=title)
     meta = {"policy_checkpoint": ckpt, "group_size": G, "temperature": cfg.temperature,
             "seed": cfg.seed, "lam": cfg.lam, "background": cfg.background}  # fmt: skip
-    data = group_json(group, tokens, sample, meta)
+    data = rg.group_json(step, tokens, sample, meta)
     (out / "routed_group.json").write_text(json.dumps(data, indent=1) + "\n")
     return {**data["metrics"], "group/generate_s": gen_s}
 
