@@ -53,7 +53,12 @@ def build_and_measure(out: Path) -> dict:
                 "image_mean": float(s["image"].float().mean()),
             })  # fmt: skip
     metrics = evaluate_trivial(
-        EvalTrivialConfig(data_dir=str(out / "data"), n_boot=100, metrics=str(out / "t.json")),
+        EvalTrivialConfig(
+            data_dir=str(out / "data"),
+            n_boot=100,
+            metrics=str(out / "t.json"),
+            probes=str(out / "probes.json"),
+        ),  # fmt: skip
         "smoke",
     )
     means = {f"{k}/{m_}": v["mean"] for k, r in metrics.items() for m_, v in r.items()}

@@ -78,7 +78,7 @@ OUTPUT_FIELDS = {
     "credit_demo": ("out_dir", "metrics"),
     "build_dataset": ("out_dir", "metrics", "figures_dir"),
     "train_tokenizer": ("out_dir", "metrics"),
-    "eval_trivial": ("metrics",),
+    "eval_trivial": ("metrics", "probes"),
     "baselines": ("out_dir", "predictions_dir", "metrics_dir", "log_dir"),
     "zeroshot": ("predictions_dir", "metrics"),
     "sft": ("out_dir", "log_dir", "metrics"),
