@@ -1,7 +1,7 @@
 """The paper notebooks: structure, committed state, and execution in fast mode.
 
 Every ``notebooks/NN_*.py`` (py:percent) is executed with Papermill through the ``notebook``
-stage (``pointvl.stages.notebook.run_notebook``) with ``fast=True``, into a temporary folder,
+stage (``pointvl.notebooks.run_notebook``) with ``fast=True``, into a temporary folder,
 and its HTML export is checked to open offline. Structure checks: a ``parameters``-tagged
 cell with ``profile``, ``fast``, ``seed``; a first cell naming the paper section; a last
 section "What to try next" with code that runs; no function or class defined in a notebook
@@ -23,8 +23,8 @@ import nbformat
 import pytest
 import yaml
 
+from pointvl.notebooks import NOTEBOOK_DIR, NotebookConfig, notebook_names, run_notebook
 from pointvl.paper_map import load_map, to_markdown, write_markdown
-from pointvl.stages.notebook import NOTEBOOK_DIR, NotebookConfig, notebook_names, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = notebook_names()

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pointvl.geometry import aabb_corners, project_points, reprojected_footprint
+from pointvl.io import atomic_file
 
 GT_COLOR, PRED_COLOR, PROJ_COLOR, KPT_COLOR = "#2ca02c", "#d62728", "#ff7f0e", "#1f77b4"
 # the 12 edges of an aabb_corners box: corners that differ in exactly one bit (x=1, y=2, z=4)
@@ -198,11 +199,11 @@ def reprojection_figure(
 
 
 def write_html(fig, path: str | os.PathLike) -> Path:
-    """Offline HTML (plotly.js inlined: opens with no network)."""
+    """Offline HTML (plotly.js inlined: opens with no network), written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a fixed div id keeps the file byte-identical across runs (plotly draws a random one)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True, div_id="reprojection")
+    with atomic_file(path) as tmp:
+        # a fixed div id keeps the file byte-identical across runs (plotly draws a random one)
+        fig.write_html(str(tmp), include_plotlyjs=True, full_html=True, div_id="reprojection")
     return path
 
 
@@ -248,7 +249,25 @@ def gallery_png(
         ax.set_ylim(image.shape[0], 0)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path
+
+
+def write_dataset_figures(data_dir: str | os.PathLike, figures_dir: str | os.PathLike, n: int):
+    """Reprojection HTML (offline) and a PNG gallery of the first ``n`` test samples (train
+    when the test split is empty) -> [html path, png path] (nothing when ``n`` is 0)."""
+    from pointvl.data.dataset import PointVLDataset, read_manifest
+
+    if n <= 0:
+        return []
+    split = "test" if read_manifest(data_dir)["splits"]["test"]["count"] else "train"
+    ds = PointVLDataset(data_dir, split, qa_mode="first")
+    samples = [ds[i] for i in range(min(n, len(ds)))]
+    if not samples:
+        return []
+    figures_dir = Path(figures_dir)
+    html = write_html(reprojection_figure(samples), figures_dir / "dataset_reprojection.html")
+    png = gallery_png(samples, figures_dir / "dataset_gallery.png")
+    return [str(html), str(png)]
