@@ -50,8 +50,11 @@ from transformers.trainer_callback import PrinterCallback
 
 from pointvl.config import DEFAULT_PARAMS, PROFILES, ConfigError, load_params, load_section
 from pointvl.credit import CreditConfig
+from pointvl.io import read_jsonl
+from pointvl.step import Scoring
 from pointvl.train.config import RLConfig, SFTConfig
-from pointvl.train.grca_trainer import GRCATrainer, MetricsLogger, read_jsonl
+from pointvl.train.grca_trainer import GRCATrainer
+from pointvl.train.logs import MetricsLogger
 from pointvl.train.rl import grpo_args
 from pointvl.train.sft import build_sft_trainer, sft_training_args
 from pointvl.train.tiny import tiny_lm, tiny_rows, tiny_tokenizer
@@ -207,7 +210,7 @@ prompts = Dataset.from_list(tiny_rows(16, tok, seed=seed + 1))  # the SFT object
 rl_log = MetricsLogger(out / "rl.jsonl")
 rl = GRCATrainer(model, args=rl_args, train_dataset=prompts, processing_class=tok,
                  variant=demo_rl.variant, credit=CreditConfig(background=demo_rl.background,
-                 lam=demo_rl.lam), quant_bins=Q, num_keypoints=M, callbacks=[rl_log])  # fmt: skip
+                 lam=demo_rl.lam), scoring=Scoring(Q, M), callbacks=[rl_log])  # fmt: skip
 rl.remove_callback(PrinterCallback)
 rl.train()
 live = {f"live {demo_rl.variant}": read_jsonl(out / "rl.jsonl")}
@@ -255,8 +258,8 @@ for v in ("grpo", "grca"):
     cfg_v = dataclasses.replace(demo_rl, variant=v, max_steps=2)
     log = MetricsLogger(out / f"try_{v}.jsonl")
     t = GRCATrainer(model, args=grpo_args(cfg_v, out / v, report_to=[], save_strategy="no"),
-                    train_dataset=prompts, processing_class=tok, variant=v, quant_bins=Q,
-                    num_keypoints=M, callbacks=[log])  # fmt: skip
+                    train_dataset=prompts, processing_class=tok, variant=v,
+                    scoring=Scoring(Q, M), callbacks=[log])  # fmt: skip
     t.remove_callback(PrinterCallback)
     t.train()
     runs[v] = read_jsonl(out / f"try_{v}.jsonl")

@@ -41,9 +41,10 @@ from pointvl.config import DEFAULT_PARAMS, load_params, load_section
 from pointvl.data.build import BuildDatasetConfig, InstanceSpec, instance_seed, make_instance
 from pointvl.data.dataset import PointVLDataset
 from pointvl.eval.metrics import per_sample_metrics
+from pointvl.eval.results import LABELS as PAPER_NAMES
+from pointvl.eval.results import LANGUAGE, STRICT, ReportConfig, zeroshot_rows
 from pointvl.eval.trivial import box_centre, centroid_mean_size
 from pointvl.schema import format_target
-from pointvl.stages.report import LANGUAGE, PAPER_NAMES, STRICT, ReportConfig, zeroshot_rows
 from pointvl.viz import notebook_helpers as nh
 from pointvl.viz.reprojection import reprojection_figure
 

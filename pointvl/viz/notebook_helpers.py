@@ -752,7 +752,7 @@ def read_logs(paths: Mapping[str, str | os.PathLike]) -> dict[str, list[dict]]:
     """``{run: log.jsonl path}`` -> ``{run: records}`` for the logs that exist (others dropped)."""
     from pathlib import Path
 
-    from pointvl.train.grca_trainer import read_jsonl
+    from pointvl.io import read_jsonl
 
     logs = {name: read_jsonl(p) for name, p in paths.items() if Path(p).is_file()}
     return {name: recs for name, recs in logs.items() if recs}
