@@ -93,7 +93,9 @@ def test_study_lists_feed_the_study_report():
     study = yaml.safe_load((ROOT / "studies/rl/params.yaml").read_text())["study"]
     merged = load_params(ROOT / "studies/rl/params.yaml", "tiny")
     report = merged["report"]
-    assert {f"grca_rpc_lam{lam:g}" for lam in study["lams"]} <= set(report["lambda_systems"].values())
+    assert {f"grca_rpc_lam{lam:g}" for lam in study["lams"]} <= set(
+        report["lambda_systems"].values()
+    )
     for arm in study["arms"]:
         assert report["seed_systems"][arm] == [f"{arm}_seed{s}" for s in study["seeds"]]
     kpm = sorted(study["kpm_runs"])
