@@ -7,12 +7,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup repro test lint lab bench gpu-check
+.PHONY: setup repro test lint lab bench gpu-check rehearsal
 setup:
 	@bash scripts/setup.sh
 
 repro: setup  ## dvc repro on the profile named in params.yaml (default: tiny)
-	dvc repro
+	python -m pointvl.profile --check && dvc repro
 
 test: setup  ## the whole suite on the smoke profile (what CI runs)
 	POINTVL_PROFILE=smoke python -m pytest -n 2 --durations=15
@@ -28,3 +28,7 @@ bench: setup
 
 gpu-check: setup  ## the paper-size policy on one CUDA GPU: bf16 forward/backward, generation, 2 GRCA steps
 	python scripts/gpu_check.py
+
+rehearsal: setup  ## the paper profile's code path on the CPU (paper_sim: 2 processes, ZeRO-3) -> results/paper_sim/
+	OMP_NUM_THREADS=1 TORCH_EXTENSIONS_DIR=$(CURDIR)/.cache/torch_extensions \
+		dvc repro studies/paper_sim/dvc.yaml

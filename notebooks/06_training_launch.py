@@ -238,7 +238,7 @@ nh.last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], la
 
 # %%
 variants = ("grpo", "grca", "grca_rpc")
-real = nh.read_logs({v: ROOT / f"results/train/rl_{v}/log.jsonl" for v in variants})
+real = nh.read_logs({v: ROOT / rl_cfg.log_dir.format(variant=v) / "log.jsonl" for v in variants})
 missing = [v for v in variants if v not in real]
 if missing:
     print("no RL log yet for", missing, "-> produced by: dvc repro", *(f"rl@{v}" for v in missing))

@@ -59,13 +59,14 @@ reported = yaml.safe_load((ROOT / "paper/reported.yaml").read_text())
 # the study (studies/rl: seeds, λ sweep, the collapse-proof arm) when it has run, else the
 # default pipeline's one-seed runs
 study = ROOT / "studies/rl/params.yaml"
-params = study if (ROOT / "results/study/tables/table3.md").is_file() else DEFAULT_PARAMS
+study_tables = load_section(study, "report", ReportConfig, profile).tables_dir  # this profile's
+params = study if (ROOT / study_tables / "table3.md").is_file() else DEFAULT_PARAMS
 cfg = load_section(params, "report", ReportConfig, profile)
 cfg = dataclasses.replace(cfg, **{k: str(ROOT / getattr(cfg, k).replace("{profile}", profile))
                                   for k in ("data_dir", "metrics_dir", "predictions_dir",
                                             "train_logs", "tables_dir", "figures_dir")})  # fmt: skip
 results = Results(cfg.metrics_dir, cfg.predictions_dir, cfg.seed_systems, cfg.data_dir,
-                  n_boot=200 if fast else cfg.n_boot)  # fmt: skip
+                  n_boot=200 if fast else cfg.n_boot, profile=profile)  # fmt: skip
 print("report of:", Path(params).relative_to(ROOT))
 print({s: len(results.seeds(s)) for s in cfg.systems}, "seeds per system")
 

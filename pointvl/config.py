@@ -57,7 +57,12 @@ from typing import Annotated, Any, TypeVar, Union
 
 import yaml
 
-PROFILES = ("smoke", "tiny", "paper")
+PROFILES = ("smoke", "tiny", "paper", "paper_sim")
+DEFAULT_PROFILE = "tiny"
+"""The profile whose results are committed under ``results/`` itself (``results_root``)."""
+RESULTS = "results"
+ACTIVE_KEYS = ("results_root", "accelerate_config")
+"""The keys of params.yaml's top-level ``active`` block (what dvc.yaml reads; ``load_params``)."""
 DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 RENAMED = {"model.group_size": "points_per_group"}
 """Keys renamed in params.yaml: old ``section.key`` -> new key (named in the error)."""
@@ -183,33 +188,91 @@ def _check_structure(path: Path, raw: dict) -> None:
                 )
 
 
-def load_params(path: str | os.PathLike | None = None, profile: str | None = None) -> dict:
+def results_root(profile: str) -> str:
+    """Where a profile's results live: ``results`` for the default profile (``tiny``, whose
+    results are committed), ``results/<profile>`` for every other one. The one rule;
+    ``load_params`` applies it to every params value under ``results/``."""
+    return RESULTS if profile == DEFAULT_PROFILE else f"{RESULTS}/{profile}"
+
+
+def _reroot(value: Any, root: str) -> Any:
+    """``value`` with every string ``results`` / ``results/...`` moved under ``root``."""
+    if root == RESULTS:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _reroot(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reroot(v, root) for v in value]
+    if isinstance(value, str) and (value == RESULTS or value.startswith(RESULTS + "/")):
+        return root + value[len(RESULTS) :]
+    return value
+
+
+def load_params(
+    path: str | os.PathLike | None = None,
+    profile: str | None = None,
+    check_active: bool | None = None,
+) -> dict:
     """Read ``params.yaml`` (and the files it ``extends``), merge the selected profile's
     overrides into the defaults and resolve the ``${shared.<name>}`` references (``shared``
     itself becomes {name: value}; absent when the files have no shared table).
 
     ``profile`` (argument) > ``$POINTVL_PROFILE`` > the file's ``profile`` key (the last
     file of an ``extends`` chain that has one).
+
+    Outputs per profile: every value ``results/...`` becomes ``<results_root(profile)>/...``
+    (``tiny``: unchanged; ``paper``: ``results/paper/...``), so no profile writes or reads
+    another's results. ``active`` (what dvc.yaml reads: it cannot look up a row by
+    ``${profile}``) must hold the file profile's ``results_root`` and
+    ``launch.accelerate_config``, else DVC would expect the outputs elsewhere than the stage
+    writes them: checked when ``check_active`` (default: under DVC, ``$DVC_STAGE`` set; and
+    ``python -m pointvl.profile --check``), a ``ConfigError`` saying what to set
+    (``python -m pointvl.profile <name>`` writes all three).
     """
     path = Path(path) if path is not None else DEFAULT_PARAMS
     layers = _layers(path)
     in_files = [raw["profile"] for _, raw in layers if "profile" in raw]
-    profile = profile or os.environ.get("POINTVL_PROFILE") or (in_files or ["tiny"])[-1]
+    file_profile = (in_files or [DEFAULT_PROFILE])[-1]
+    profile = profile or os.environ.get("POINTVL_PROFILE") or file_profile
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} in {path}: expected one of {PROFILES}")
     merged: dict = {}
     shared_rows: dict = {}
+    active: dict = {}
     for _, raw in layers:
         raw = dict(raw)
         overrides = raw.pop("overrides", None) or {}
         shared_rows.update(raw.pop("shared", None) or {})
+        active.update(raw.pop("active", None) or {})
         merged = _deep_merge(_deep_merge(merged, raw), overrides.get(profile) or {})
     shared = _shared_values(shared_rows, profile, path)
-    merged = {k: _resolve(v, shared, k) for k, v in merged.items()}
+    merged = {k: _reroot(_resolve(v, shared, k), results_root(profile)) for k, v in merged.items()}
     merged["profile"] = profile
     if shared:
         merged["shared"] = shared
+    if check_active is None:
+        check_active = bool(os.environ.get("DVC_STAGE"))
+    if active and check_active and profile == file_profile:
+        _check_active(path, profile, active, merged)
     return merged
+
+
+def _check_active(path: Path, profile: str, active: Mapping, merged: dict) -> None:
+    """``active`` (read by dvc.yaml) equals what ``profile`` uses; one line naming the key."""
+    unknown = sorted(set(active) - set(ACTIVE_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: active: unknown key(s) {unknown}; accepted {ACTIVE_KEYS}")
+    expected = {
+        "results_root": results_root(profile),
+        "accelerate_config": (merged.get("launch") or {}).get("accelerate_config"),
+    }
+    for key, want in expected.items():
+        if want is not None and active.get(key) != want:
+            raise ConfigError(
+                f"{path}: active.{key}={active.get(key)!r}, but profile {profile!r} uses {want!r}"
+                f"; set active.{key}: {want} (dvc.yaml reads it), or run "
+                f"`python -m pointvl.profile {profile} --params {path}`"
+            )
 
 
 # ----------------------------------------------------------------------------- the typed layer
@@ -263,6 +326,8 @@ UnitInterval = Annotated[float, Range(ge=0.0, le=1.0)]
 PositiveInt = Annotated[int, Range(ge=1)]
 NonNegativeInt = Annotated[int, Range(ge=0)]
 PositiveFloat = Annotated[float, Range(gt=0.0)]
+TokenBudget = Annotated[int, Range(ge=1)] | Annotated[str, OneOf("auto")]
+"""A generation length: an integer >= 1, or ``auto`` (derived: ``pointvl.budget``)."""
 
 _FLOAT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -283,6 +348,19 @@ def _describe(hint: Any) -> str:
             type(None): "null", list: "a list", Any: "any value"}.get(hint, getattr(hint, "__name__", str(hint)))  # fmt: skip
 
 
+def _describe_with_rules(hint: Any) -> str:
+    """``_describe`` plus an ``Annotated`` type's range or choices ("an integer >= 1")."""
+    if typing.get_origin(hint) is not Annotated:
+        return _describe(hint)
+    base, *rules = typing.get_args(hint)
+    for rule in rules:
+        if isinstance(rule, OneOf):
+            return " or ".join(repr(c) for c in rule.choices)
+        if isinstance(rule, Range):
+            return f"{_describe(base)} {rule.describe()}"
+    return _describe(base)
+
+
 def check_value(where: str, value: Any, hint: Any) -> Any:
     """``value`` checked against type ``hint`` (see the module docstring); -> the value to use
     (an int for a float field becomes a float). ``ConfigError`` naming ``where`` otherwise."""
@@ -301,7 +379,8 @@ def check_value(where: str, value: Any, hint: Any) -> Any:
                 return check_value(where, value, arg)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}={value!r}: expected {_describe(hint)}")
+        options = " or ".join(_describe_with_rules(a) for a in args)
+        raise ConfigError(f"{where}={value!r}: expected {options}")
     if hint is Any or hint is object:
         return value
     if hint is bool:

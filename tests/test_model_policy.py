@@ -255,8 +255,8 @@ def test_paper_path_loads_backbone_weights_by_path(tmp_path):
         **{k: v for k, v in tiny.config.to_dict().items() if k in qwen_keys and k != "model_type"}
     )
     torch.manual_seed(1)
-    backbone = Qwen2_5_VLForConditionalGeneration(qwen_cfg)
-    backbone.save_pretrained(tmp_path / "qwen")
+    backbone = Qwen2_5_VLForConditionalGeneration(qwen_cfg).to(torch.bfloat16)
+    backbone.save_pretrained(tmp_path / "qwen")  # released in bf16, as Qwen2.5-VL-3B
     assert AutoConfig.from_pretrained(tmp_path / "qwen").model_type == "qwen2_5_vl"
     point_bert = PointBertEncoder(PointBertConfig())  # published size; a released .pth stand-in
     torch.save(
@@ -275,10 +275,12 @@ def test_paper_path_loads_backbone_weights_by_path(tmp_path):
     )
     model, proc = build_policy(cfg, tok)
     own = model.state_dict()
+    # fp32 master weights whatever the checkpoint's dtype (AdamW never updates bf16 weights)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
     for k, v in backbone.state_dict().items():
-        torch.testing.assert_close(own[k].float(), v.to(torch.bfloat16).float())
+        torch.testing.assert_close(own[k], v.float(), rtol=0, atol=0)
     for k, v in point_bert.state_dict().items():
-        torch.testing.assert_close(own[f"point_encoder.{k}"].float(), v.to(torch.bfloat16).float())
+        torch.testing.assert_close(own[f"point_encoder.{k}"], v, rtol=0, atol=0)
     assert model.config.num_point_tokens == 513 and proc.num_point_tokens == 513
     assert not any(p.requires_grad for p in model.point_encoder.parameters())
     assert not any(p.requires_grad for p in model.model.visual.parameters())

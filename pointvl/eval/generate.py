@@ -70,8 +70,25 @@ class Decoded:
     """log pi(y_t | x, y_<t) under the sampling distribution, one per id (None if not asked)."""
 
 
-def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None):
-    """(model in eval mode, processor) from a checkpoint folder written by the train stages."""
+def inference_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """Where and in what dtype a stage generates: ``auto`` is CUDA in bfloat16 when a GPU is
+    present, else the CPU in float32 (``cpu`` / ``cuda[:N]`` force it; cuda is bfloat16)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+    attn_implementation: str | None = None,
+):
+    """(model in eval mode, processor) from a checkpoint folder written by the train stages.
+
+    ``device="auto"`` (``inference_device``): on the GPU in bfloat16 when CUDA is present,
+    else the CPU in float32; ``dtype`` overrides the dtype. None: as saved, on the CPU."""
     from transformers import AutoModelForCausalLM
 
     import pointvl.model  # noqa: F401  (registers the Auto classes)
@@ -79,9 +96,23 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None):
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint folder {path} does not exist (run its stage first)")
+    dev = None
+    if device is not None:
+        dev, auto_dtype = inference_device(device)
+        dtype = dtype or auto_dtype
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if dev is not None:
+        model = model.to(dev)
     return model.eval(), PointVLProcessor.from_pretrained(path)
+
+
+def to_model_device(model, batch: dict) -> dict:
+    """The batch's tensors on the model's device (the processor builds them on the CPU)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 # ----------------------------------------------------------------------------- the sampler
@@ -277,7 +308,7 @@ def generate_token_ids(
     steps = range(0, len(samples), batch_size)
     for start in tqdm(steps, desc="generate", disable=not progress):
         batch = processor.batch(list(samples[start : start + batch_size]), with_target=False)
-        out += decode(model, batch, sampling).ids
+        out += decode(model, to_model_device(model, batch), sampling).ids
     return out
 
 

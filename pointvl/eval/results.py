@@ -69,6 +69,19 @@ def load_json(path: Path) -> dict | None:
     return json.loads(Path(path).read_text()) if Path(path).is_file() else None
 
 
+def check_profile(path: Path, data: Mapping | None, profile: str | None) -> None:
+    """``DataError`` when ``data`` (a metrics JSON) says it comes from another profile."""
+    from pointvl.config import DataError
+
+    meta = (data or {}).get("_meta") if isinstance(data, Mapping) else None
+    got = meta.get("profile") if isinstance(meta, Mapping) else None
+    if profile is not None and got is not None and got != profile:
+        raise DataError(
+            f"{path} was written by profile {got!r}, this report is for {profile!r}: "
+            "a report never mixes profiles (each writes under its own results folder)"
+        )
+
+
 def _mean(result: Mapping | None, metric: str) -> float | None:
     if not result or metric not in result or result[metric].get("mean") is None:
         return None
@@ -87,8 +100,10 @@ class Results:
         data_dir: str | Path | None = None,
         n_boot: int = 1000,
         seed: int = 0,
+        profile: str | None = None,
     ):
         self.mdir, self.pdir = Path(metrics_dir), Path(predictions_dir)
+        self.profile = profile
         self.seed_systems = {k: list(v) for k, v in (seed_systems or {}).items()}
         self.n_boot, self.seed = n_boot, seed
         self._targets = None
@@ -101,9 +116,13 @@ class Results:
 
     # ---------------------------------------------------------------- runs
     def result(self, system: str) -> dict | None:
-        """The system's metrics JSON, read once."""
+        """The system's metrics JSON, read once; one written by another profile than
+        ``profile`` (its ``_meta.profile``) is a ``DataError``: a report never mixes profiles."""
         if system not in self._results:
-            self._results[system] = load_json(self.mdir / f"{system}.json")
+            path = self.mdir / f"{system}.json"
+            data = load_json(path)
+            check_profile(path, data, self.profile)
+            self._results[system] = data
         return self._results[system]
 
     def seeds(self, system: str) -> list[str]:

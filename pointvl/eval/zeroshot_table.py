@@ -56,8 +56,9 @@ class ZeroShotConfig:
     """Generation budget per reply."""
     dtype: Annotated[str, OneOf(*DTYPES)] = "bfloat16"
     """Model weights' dtype: auto | float32 | float16 | bfloat16."""
-    device: str = "cuda"
-    """cuda, cuda:N or cpu. cuda on a machine without it: the model is "not run"."""
+    device: str = "auto"
+    """auto (the GPU when CUDA is present, else the CPU in float32), cuda, cuda:N or cpu.
+    cuda on a machine without it: the model is "not run"."""
     trust_remote_code: bool = False
     """Allow the folder's own modelling code (InternVL / DeepSeek remote-code checkpoints)."""
     coords: Annotated[str, OneOf(*COORDS_OPTIONS)] = "auto"
@@ -87,8 +88,8 @@ def _check_options(where: str, values: dict) -> None:
     if "coords" in values and values["coords"] not in COORDS_OPTIONS:
         raise ConfigError(f"{where}.coords={values['coords']!r}: expected one of {COORDS_OPTIONS}")
     device = values.get("device", "cpu")
-    if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device)):
-        raise ConfigError(f"{where}.device={device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device)):
+        raise ConfigError(f"{where}.device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     for key in ("batch_size", "max_new_tokens"):
         if key in values and not (isinstance(values[key], int) and values[key] >= 1):
             raise ConfigError(f"{where}.{key}={values[key]!r}: expected an integer >= 1")
@@ -127,6 +128,12 @@ def model_spec(cfg: ZeroShotConfig, name: str, entry: Any) -> ModelSpec:
         raise ConfigError(f"{where}.path={path!r}: expected a folder path or null")
     _check_options(where, entry)
     merged = {k: entry.get(k, getattr(cfg, k)) for k in ENTRY_KEYS if k != "path"}
+    if merged["device"] == "auto":  # the GPU in the configured dtype, else the CPU in float32
+        import torch
+
+        cuda = torch.cuda.is_available()
+        merged["device"] = "cuda" if cuda else "cpu"
+        merged["dtype"] = merged["dtype"] if cuda else "float32"
     return ModelSpec(name=str(name), path=path, **merged)
 
 

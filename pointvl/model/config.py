@@ -116,6 +116,26 @@ class ModelConfig:
                 f"lm_kv_heads={self.lm_kv_heads} dividing lm_heads={self.lm_heads}"
             )
 
+    def check_inputs(self) -> None:
+        """What a stage that builds the policy reads from disk, checked before any work:
+        a frozen point encoder needs its checkpoint (else it would stay random, silently),
+        and ``paper``'s backbone and checkpoint must exist locally (nothing is downloaded).
+        ``ConfigError`` naming the field."""
+        ckpt = self.point_bert_checkpoint
+        if self.freeze_point_encoder and ckpt is None:
+            raise ConfigError(
+                "model.point_bert_checkpoint=null with model.freeze_point_encoder=true: the "
+                "frozen Point-BERT would stay at its random init; give the released checkpoint "
+                "(.pth / .safetensors) or set freeze_point_encoder: false"
+            )
+        if ckpt is not None and not os.path.isfile(ckpt):
+            raise ConfigError(
+                f"model.point_bert_checkpoint={ckpt!r}: no such file (the released Point-BERT "
+                "weights, e.g. Point-BERT.pth of github.com/lulutang0608/Point-BERT)"
+            )
+        if self.size == "paper":
+            check_local_model("model.backbone", self.backbone)
+
     def policy_fields(self) -> dict:
         """The HF config fields this section sets (``PointVLConfig``): Point-BERT's size, the
         fusion and the freezing policy; the tiny and paper builders both use it."""
@@ -141,6 +161,27 @@ class ModelConfig:
             num_attention_heads=self.point_heads,
             pos_hidden_size=128 if self.size == "paper" else 64,
         )
+
+
+def check_local_model(field: str, path: str) -> None:
+    """``path`` must be a local Hugging Face model folder (config.json), or a hub id already in
+    the local cache; else ``ConfigError`` naming ``field`` (nothing is downloaded here)."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ConfigError(f"{field}={path!r}: the folder has no config.json (not a model)")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(path, "config.json")
+    except ValueError:  # not a valid hub id either (e.g. an absolute path)
+        cached = None
+    if isinstance(cached, str):
+        return
+    raise ConfigError(
+        f"{field}={path!r}: no such local folder (and not in the Hugging Face cache); download "
+        f"the weights first, e.g. `hf download {PAPER_BACKBONE} --local-dir {path}`"
+    )
 
 
 _DEFAULTS = ModelConfig()
@@ -229,10 +270,12 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [t, h, half - t - h]
 
 
-def tiny_pointvl_config(token_ids: dict[str, int], vocab_size: int, cfg: ModelConfig | None = None):
-    """Random-init ``tiny`` config (~1 M parameters). ``token_ids`` from ``special_token_ids``."""
-    cfg = cfg or ModelConfig()
-    cfg.validate()
+def small_backbone_fields(
+    token_ids: dict[str, int], vocab_size: int, cfg: ModelConfig, tie_word_embeddings: bool = False
+) -> dict:
+    """``Qwen2_5_VLConfig`` keyword arguments of a small random Qwen2.5-VL from the ``lm_*`` and
+    ``vision_*`` fields: the tiny policy's backbone, and the ``paper_sim`` rehearsal's stand-in
+    for Qwen2.5-VL-3B (``pointvl.rehearsal``)."""
     head_dim = cfg.lm_hidden_size // cfg.lm_heads
     text = dict(
         vocab_size=vocab_size,
@@ -260,15 +303,24 @@ def tiny_pointvl_config(token_ids: dict[str, int], vocab_size: int, cfg: ModelCo
         fullatt_block_indexes=[cfg.vision_depth - 1],
         window_size=56,
     )
-    return PointVLConfig(
+    return dict(
         text_config=text,
         vision_config=vision,
         image_token_id=token_ids["image_token_id"],
         video_token_id=token_ids["video_token_id"],
         vision_start_token_id=token_ids["vision_start_token_id"],
         vision_end_token_id=token_ids["vision_end_token_id"],
+        tie_word_embeddings=tie_word_embeddings,
+    )
+
+
+def tiny_pointvl_config(token_ids: dict[str, int], vocab_size: int, cfg: ModelConfig | None = None):
+    """Random-init ``tiny`` config (~1 M parameters). ``token_ids`` from ``special_token_ids``."""
+    cfg = cfg or ModelConfig()
+    cfg.validate()
+    return PointVLConfig(
+        **small_backbone_fields(token_ids, vocab_size, cfg),
         point_token_id=token_ids["point_token_id"],
-        tie_word_embeddings=False,
         **cfg.policy_fields(),
     )
 

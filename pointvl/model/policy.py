@@ -330,10 +330,11 @@ except ValueError:  # already registered (module re-imported)
     pass
 
 
-def build_tiny_policy(tokenizer, cfg=None, seed: int = 0):
+def build_tiny_policy(tokenizer, cfg=None, seed: int = 0, attn_implementation: str | None = None):
     """``tiny`` policy + processor from a (locally trained) tokenizer, random init.
 
     ``cfg`` is a ``ModelConfig`` (the ``model`` section of params.yaml); default: tiny values.
+    ``attn_implementation``: ``launch.attn_implementation`` (None: transformers' default).
     Returns (model, processor).
     """
     from pointvl.model.config import ModelConfig, tiny_pointvl_config
@@ -345,31 +346,37 @@ def build_tiny_policy(tokenizer, cfg=None, seed: int = 0):
     if "<|point_pad|>" not in processor_tok.get_vocab():
         processor_tok.add_special_tokens({"additional_special_tokens": ["<|point_pad|>"]})
     config = tiny_pointvl_config(special_token_ids(processor_tok), len(processor_tok), cfg)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = PointVLForConditionalGeneration(config)
     processor = PointVLProcessor.for_model(processor_tok, config, image_size=cfg.image_size)
     return model, processor
 
 
-def build_policy(cfg, tokenizer, seed: int = 0):
+def build_policy(cfg, tokenizer, seed: int = 0, attn_implementation: str | None = None):
     """The policy a stage trains, from the ``model`` section (``ModelConfig``) and a tokenizer.
 
-    ``tiny``: ``build_tiny_policy`` (random init seeded with ``seed``). ``paper``: Qwen2.5-VL-3B from ``cfg.backbone`` (path or
-    hub id) + Point-BERT (``cfg.point_bert_checkpoint`` if given) via ``from_backbone``; the
-    tokenizer must already hold ``<|point_pad|>`` (the ``train_tokenizer`` stage adds it).
-    Returns (model, processor).
+    ``tiny``: ``build_tiny_policy`` (random init seeded with ``seed``). ``paper``: Qwen2.5-VL-3B
+    from ``cfg.backbone`` (path or hub id) + Point-BERT (``cfg.point_bert_checkpoint`` if
+    given) via ``from_backbone``; the tokenizer must already hold ``<|point_pad|>`` (the
+    ``train_tokenizer`` stage adds it). Weights are float32 (``pointvl.launch.MASTER_DTYPE``)
+    whatever the checkpoint's dtype: bf16 is compute only (autocast, or DeepSpeed's bf16 with
+    its own fp32 master copy), so AdamW never updates bf16 weights. Returns (model, processor).
     """
+    from pointvl.launch import MASTER_DTYPE
     from pointvl.model.config import paper_pointvl_config
     from pointvl.model.processor import PointVLProcessor
 
     cfg.validate()
     if cfg.size == "tiny":
-        return build_tiny_policy(tokenizer, cfg, seed=seed)
+        return build_tiny_policy(tokenizer, cfg, seed=seed, attn_implementation=attn_implementation)
     backbone_config = AutoConfig.from_pretrained(cfg.backbone)
     point_token_id = tokenizer.convert_tokens_to_ids("<|point_pad|>")
     config = paper_pointvl_config(backbone_config, cfg, point_token_id=point_token_id)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model, _ = PointVLForConditionalGeneration.from_backbone(
-        cfg.backbone, config, cfg.point_bert_checkpoint, dtype=torch.bfloat16
+        cfg.backbone, config, cfg.point_bert_checkpoint, dtype=MASTER_DTYPE, **kwargs
     )
     if point_token_id >= model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))

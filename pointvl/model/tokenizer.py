@@ -15,7 +15,16 @@ from collections.abc import Iterable
 from typing import Annotated
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import PreTrainedTokenizerFast
 
 from pointvl.config import ConfigError, DataError, OneOf, PositiveInt
@@ -69,6 +78,51 @@ def train_bpe_tokenizer(
         tokenizer_object=tok,
         additional_special_tokens=EXTRA_SPECIAL_TOKENS,
         **SPECIAL_TOKENS,
+    )
+    fast.padding_side = "left"
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+# Qwen2's pre-tokenizer (tokenizer.json of Qwen2.5-VL): letters, single digits (\p{N}: every
+# digit its own token), punctuation runs, newlines, spaces; then byte-level BPE without regex.
+QWEN_PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                       "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]  # fmt: skip
+"""Qwen2.5-VL's special tokens used here, in its order (no ``<|point_pad|>``: ours is added)."""
+
+
+def train_qwen_style_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE laid out like Qwen2.5-VL's tokenizer, trained on ``texts``: Qwen2's
+    pre-tokenizer (every digit a token, so a Q = 1000 bin is up to 3 tokens, as with the real
+    one), its special tokens, pad ``<|endoftext|>``, eos ``<|im_end|>``, no bos. The
+    ``paper_sim`` rehearsal's backbone tokenizer (``pointvl.rehearsal``)."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])  # fmt: skip
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=QWEN_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
     )
     fast.padding_side = "left"
     fast.chat_template = CHAT_TEMPLATE
@@ -172,7 +226,7 @@ def train_tokenizer(cfg: TrainTokenizerConfig, texts: list[str] | None = None) -
     """
     from pointvl.io import atomic_dir, atomic_write_json
 
-    if texts is None and cfg.source == "bpe":
+    if texts is None:  # bpe trains on them; both measure how finely the targets are cut
         from pointvl.data.dataset import list_texts
 
         texts = list_texts(cfg.data_dir, cfg.splits)

@@ -12,6 +12,8 @@ meshes per reason, instances/s) to ``build_dataset.metrics``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pointvl.config import ConfigError, SchemaConfig
 from pointvl.data.build import BuildDatasetConfig, build
 from pointvl.io import atomic_write_json
@@ -25,6 +27,14 @@ def _check(ctx: Context) -> None:
             f"build_dataset.num_keypoints={cfg.num_keypoints} differs from "
             f"schema.num_keypoints={schema.num_keypoints}: expected the same M "
             "(both are ${shared.num_keypoints} in params.yaml)"
+        )
+    root = Path(cfg.shapenet_root)
+    if cfg.source == "shapenet" and not (root / "taxonomy.json").is_file():
+        raise ConfigError(
+            f"build_dataset.shapenet_root={cfg.shapenet_root!r}: "
+            + ("no taxonomy.json in it" if root.is_dir() else "no such folder")
+            + " (expected a local ShapeNetCore v2 copy: taxonomy.json, <synset>/<model>/models/"
+            "model_normalized.obj)"
         )
 
 

@@ -3,23 +3,27 @@
     python -m pointvl.stages.evaluate --params params.yaml --system grca_rpc [--profile smoke]
     python -m pointvl.stages.evaluate --system grca_seed1 --checkpoint checkpoints/tiny/rl/grca_seed1/final
 
-checkpoint -> greedy generation (``pointvl.eval.generate``) -> ``results/predictions/<system>.jsonl``
+checkpoint -> greedy generation (``pointvl.eval.generate``: batched, KV cache; on the GPU in
+bfloat16 when CUDA is present, else the CPU in float32) -> ``results/predictions/<system>.jsonl``
 -> ``pointvl.eval.metrics.evaluate`` -> ``results/metrics/eval/<system>.json``. The saved
 predictions let anyone recompute every number without a model
 (``python -m pointvl.stages.evaluate --system X --from-predictions``). Sweep points and seed
 repeats are not listed in ``evaluate.systems``: their stages pass ``--checkpoint``.
+Before any generation, ``max_new_tokens`` is checked against the longest valid target of the
+dataset under the checkpoint's tokenizer (``pointvl.budget``; ``auto`` becomes the budget).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
 from pathlib import Path
 
-from pointvl.config import ConfigError, load_params, load_section
+from pointvl.config import ConfigError, TokenBudget
 from pointvl.io import atomic_write_json, atomic_write_text
+from pointvl.launch import LaunchConfig
+from pointvl.stages._cli import Context, Flag, Stage
 
 
 @dataclasses.dataclass
@@ -34,8 +38,9 @@ class EvaluateConfig:
     """Evaluate only the first N test samples (0: all)."""
     batch_size: int = 16
     """Generation batch size."""
-    max_new_tokens: int = 400
-    """Generation budget per completion (a truncated JSON loses the fields after the cut)."""
+    max_new_tokens: TokenBudget = 400
+    """Generation budget per completion (a truncated JSON loses the fields after the cut);
+    ``auto``: derived from the longest valid target (``pointvl.budget``)."""
     n_boot: int = 1000
     """Bootstrap resamples for the 95% CIs."""
     bertscore: bool = False
@@ -48,10 +53,25 @@ class EvaluateConfig:
     """Where ``<system>.json`` goes."""
 
     def validate(self) -> None:
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ConfigError("evaluate.batch_size and evaluate.max_new_tokens must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"evaluate.batch_size={self.batch_size}: expected >= 1")
         if self.n_boot < 100:
             raise ConfigError(f"evaluate.n_boot={self.n_boot}: expected >= 100")
+
+
+def checkpoint_of(cfg: EvaluateConfig, system: str, profile: str) -> str:
+    """The checkpoint folder of ``system`` (``ConfigError`` if unknown or missing)."""
+    if system not in cfg.systems:
+        raise ConfigError(
+            f"evaluate: unknown system {system!r}; params.yaml evaluate.systems has "
+            f"{sorted(cfg.systems)} (or pass --checkpoint)"
+        )
+    ckpt = cfg.systems[system].format(profile=profile)
+    if not (Path(ckpt) / "config.json").is_file():
+        raise ConfigError(
+            f"evaluate.systems.{system}={ckpt!r}: no checkpoint there (run its stage first)"
+        )
+    return ckpt
 
 
 def run(
@@ -59,24 +79,20 @@ def run(
     system: str,
     profile: str,
     from_predictions: bool = False,
-    checkpoint: str | None = None,
+    attn_implementation: str | None = None,
 ) -> dict:
+    """Generate (or read) ``system``'s test completions and score them; ``cfg.max_new_tokens``
+    is an integer here (``_prepare`` resolves ``auto``)."""
     from pointvl.eval.metrics import evaluate
     from pointvl.eval.targets import load_targets
 
-    if checkpoint is not None:
-        cfg = dataclasses.replace(cfg, systems={**cfg.systems, system: checkpoint})
-    if system not in cfg.systems and not from_predictions:
-        raise ConfigError(
-            f"evaluate: unknown system {system!r}; params.yaml evaluate.systems has "
-            f"{sorted(cfg.systems)} (or pass --checkpoint)"
-        )
     data_dir = cfg.data_dir.format(profile=profile)
     targets, _, quant_bins = load_targets(data_dir, "test")
     n = len(targets) if cfg.limit <= 0 else min(cfg.limit, len(targets))
     targets = targets[:n]
     pred_path = Path(cfg.predictions_dir) / f"{system}.jsonl"
     t0 = time.perf_counter()
+    device = None
     if from_predictions:
         rows = [json.loads(line) for line in pred_path.read_text().splitlines()]
         texts = [r["completion"] for r in rows]
@@ -86,8 +102,11 @@ def run(
         from pointvl.data.dataset import PointVLDataset
         from pointvl.eval.generate import generate_completions, load_checkpoint
 
-        ckpt = cfg.systems[system].format(profile=profile)
-        model, processor = load_checkpoint(ckpt)
+        model, processor = load_checkpoint(
+            checkpoint_of(cfg, system, profile), device="auto",
+            attn_implementation=attn_implementation,
+        )  # fmt: skip
+        device = str(next(model.parameters()).device) + f"/{next(model.parameters()).dtype}"
         ds = PointVLDataset(data_dir, "test", qa_mode="rotate")
         samples = [ds[i] for i in range(n)]
         texts = generate_completions(model, processor, samples, cfg.batch_size, cfg.max_new_tokens)
@@ -102,33 +121,59 @@ def run(
     result = evaluate(
         texts, targets, quant_bins, seed=cfg.seed, n_boot=cfg.n_boot, bertscore=cfg.bertscore
     )
-    result["_meta"] = {"system": system, "profile": profile, "n": n, "generate_s": gen_s}
+    result["_meta"] = {"system": system, "profile": profile, "n": n, "generate_s": gen_s,
+                       "max_new_tokens": cfg.max_new_tokens, "device": device}  # fmt: skip
     atomic_write_json(Path(cfg.metrics_dir) / f"{system}.json", result)
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None)
-    ap.add_argument("--system", required=True)
-    ap.add_argument(
-        "--from-predictions",
-        action="store_true",
-        help="recompute metrics from results/predictions/<system>.jsonl",
-    )
-    ap.add_argument(
-        "--checkpoint",
-        default=None,
-        help="checkpoint folder of a system not listed in evaluate.systems (sweeps, seeds)",
-    )
-    args = ap.parse_args(argv)
-    profile = load_params(args.params, args.profile)["profile"]
-    cfg = load_section(args.params, "evaluate", EvaluateConfig, args.profile)
-    res = run(cfg, args.system, profile, args.from_predictions, args.checkpoint)
-    keys = ("iou2d", "iou3d", "kpa2d", "kpa3d", "rpc", "pck3d", "qa_acc", "parse_fail")
-    print(json.dumps({k: round(res[k]["mean"], 4) for k in keys if k in res}, indent=1))
+def _prepare(ctx: Context) -> None:
+    """The system's checkpoint exists and its generation budget completes every valid target."""
+    from pointvl.budget import dataset_target_length, resolve_budget
 
+    cfg, args = ctx.evaluate, ctx.args
+    if args.checkpoint is not None:
+        cfg = dataclasses.replace(cfg, systems={**cfg.systems, args.system: args.checkpoint})
+    if args.from_predictions:
+        ctx.configs["evaluate"] = cfg
+        return
+    from transformers import AutoTokenizer
+
+    ckpt = checkpoint_of(cfg, args.system, ctx.profile)
+    length = dataset_target_length(cfg.data_dir, AutoTokenizer.from_pretrained(ckpt))
+    budget = resolve_budget("evaluate.max_new_tokens", cfg.max_new_tokens, length)
+    ctx.configs["evaluate"] = dataclasses.replace(cfg, max_new_tokens=budget)
+
+
+KEYS = ("iou2d", "iou3d", "kpa2d", "kpa3d", "rpc", "pck3d", "qa_acc", "parse_fail")
+
+STAGE = Stage(
+    "evaluate",
+    __doc__,
+    sections={"evaluate": EvaluateConfig, "launch": LaunchConfig},
+    flags=[
+        Flag("--system", required=True, help="a name of evaluate.systems (or with --checkpoint)"),
+        Flag(
+            "--from-predictions",
+            action="store_true",
+            help="recompute metrics from <predictions_dir>/<system>.jsonl",
+        ),
+        Flag(
+            "--checkpoint",
+            help="checkpoint folder of a system not listed in evaluate.systems (sweeps, seeds)",
+        ),
+    ],  # fmt: skip
+    prepare=_prepare,
+    run=lambda ctx: run(
+        ctx.evaluate,
+        ctx.args.system,
+        ctx.profile,
+        ctx.args.from_predictions,
+        ctx.launch.attn_implementation,
+    ),  # fmt: skip
+    show=lambda res: {k: round(res[k]["mean"], 4) for k in KEYS if k in res},
+)
+main = STAGE.main
 
 if __name__ == "__main__":
     main()

@@ -20,7 +20,6 @@ sign relative to broadcast GRPO (as ``credit_demo``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -29,9 +28,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pointvl.config import ConfigError, SchemaConfig, load_params, load_section
+from pointvl.config import ConfigError, SchemaConfig, TokenBudget
 from pointvl.credit import BACKGROUND_MODES, CreditConfig
 from pointvl.io import atomic_write_json
+from pointvl.launch import LaunchConfig
+from pointvl.stages._cli import Context, Stage
 from pointvl.step import Scoring
 
 SYSTEM_NAMES = {"grca_rpc": "GRCA + RPC", "grca": "GRCA", "grpo": "GRPO", "sft": "SFT"}
@@ -57,8 +58,9 @@ class FiguresConfig:
     """G, completions in the group (>= 2: Eq. (9) standardizes inside the group)."""
     temperature: float = 0.7
     """Sampling temperature of the group (as ``rl.temperature``)."""
-    max_new_tokens: int = 400
-    """Generation budget per sampled completion (as ``rl.max_completion_length``)."""
+    max_new_tokens: TokenBudget = 400
+    """Generation budget per sampled completion (as ``rl.max_completion_length``; ``auto``:
+    derived from the longest valid target, ``pointvl.budget``)."""
     lam: float = 0.15
     """Eq. (14) RPC mixing weight λ of the GRCA+RPC panel, in [0, 1]."""
     background: str = "seq"
@@ -81,11 +83,8 @@ class FiguresConfig:
             )
         if not self.temperature > 0:
             raise ConfigError(f"figures.temperature={self.temperature}: expected > 0")
-        if self.max_new_tokens < 1 or self.html_samples < 1:
-            raise ConfigError(
-                f"figures.max_new_tokens={self.max_new_tokens}, figures.html_samples="
-                f"{self.html_samples}: both must be >= 1"
-            )
+        if self.html_samples < 1:
+            raise ConfigError(f"figures.html_samples={self.html_samples}: expected >= 1")
         if not 0.0 <= self.lam <= 1.0:
             raise ConfigError(f"figures.lam={self.lam}: expected a number in [0, 1]")
         if self.background not in BACKGROUND_MODES:
@@ -160,15 +159,23 @@ def write_figure3(cfg: FiguresConfig, ds, quant_bins: int, profile: str, out: Pa
 
 
 # ----------------------------------------------------------------------------- (b) one group
-def write_heatmap(cfg: FiguresConfig, ds, schema: SchemaConfig, profile: str, out: Path) -> dict:
-    """Sample the group, route its advantages, write the PNG, HTML and JSON into ``out``."""
+def write_heatmap(
+    cfg: FiguresConfig,
+    ds,
+    schema: SchemaConfig,
+    profile: str,
+    out: Path,
+    attn_implementation: str | None = None,
+) -> dict:
+    """Sample the group (on the GPU in bfloat16 when CUDA is present), route its advantages,
+    write the PNG, HTML and JSON into ``out``."""
     from pointvl.eval.generate import load_checkpoint
     from pointvl.train.rl import reward_target
     from pointvl.viz import routed_group as rg
     from pointvl.viz.advantages import advantage_figure, advantage_png
 
     ckpt = cfg.policy_checkpoint.format(profile=profile)
-    model, processor = load_checkpoint(ckpt)
+    model, processor = load_checkpoint(ckpt, device="auto", attn_implementation=attn_implementation)
     sample = ds[cfg.group_index]
     t0 = time.perf_counter()
     ids = rg.sample_group(
@@ -206,7 +213,9 @@ def _publish(tmp: Path, out_dir: Path) -> None:
         os.replace(f, out_dir / f.name)
 
 
-def run(cfg: FiguresConfig, schema: SchemaConfig, profile: str) -> dict:
+def run(
+    cfg: FiguresConfig, schema: SchemaConfig, profile: str, attn_implementation: str | None = None
+) -> dict:
     """Both figures; outputs appear in ``out_dir`` only when everything succeeded."""
     from pointvl.data.dataset import PointVLDataset
 
@@ -217,25 +226,45 @@ def run(cfg: FiguresConfig, schema: SchemaConfig, profile: str) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".figures.", dir=out_dir) as tmp:
         metrics = write_figure3(cfg, ds, ds.quant_bins, profile, Path(tmp))
-        metrics.update(write_heatmap(cfg, ds, schema, profile, Path(tmp)))
+        metrics.update(write_heatmap(cfg, ds, schema, profile, Path(tmp), attn_implementation))
         _publish(Path(tmp), out_dir)
     metrics["wall_s"] = time.perf_counter() - t0
+    metrics["group/max_new_tokens"] = cfg.max_new_tokens
     atomic_write_json(cfg.metrics, metrics)
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None, help="smoke | tiny | paper (default: params)")
-    args = ap.parse_args(argv)
-    profile = load_params(args.params, args.profile)["profile"]
-    cfg = load_section(args.params, "figures", FiguresConfig, args.profile)
-    schema = load_section(args.params, "schema", SchemaConfig, args.profile)
-    metrics = run(cfg, schema, profile)
-    keys = [k for k in sorted(metrics) if k.startswith(("figure3/", "reward/", "grca")) or k == "wall_s"]  # fmt: skip
-    print(json.dumps({k: metrics[k] for k in keys}, indent=1))
+def _prepare(ctx: Context) -> None:
+    """The policy checkpoint exists and the group's budget completes every valid target."""
+    from transformers import AutoTokenizer
 
+    from pointvl.budget import dataset_target_length, resolve_budget
+
+    cfg = ctx.figures
+    ckpt = cfg.policy_checkpoint
+    if not (Path(ckpt) / "config.json").is_file():
+        raise ConfigError(
+            f"figures.policy_checkpoint={ckpt!r}: no checkpoint there (dvc repro sft)"
+        )
+    length = dataset_target_length(cfg.data_dir, AutoTokenizer.from_pretrained(ckpt))
+    budget = resolve_budget("figures.max_new_tokens", cfg.max_new_tokens, length)
+    ctx.configs["figures"] = dataclasses.replace(cfg, max_new_tokens=budget)
+
+
+def _show(metrics: dict) -> dict:
+    keys = [k for k in sorted(metrics) if k.startswith(("figure3/", "reward/", "grca")) or k == "wall_s"]  # fmt: skip
+    return {k: metrics[k] for k in keys}
+
+
+STAGE = Stage(
+    "figures",
+    __doc__,
+    sections={"figures": FiguresConfig, "schema": SchemaConfig, "launch": LaunchConfig},
+    prepare=_prepare,
+    run=lambda ctx: run(ctx.figures, ctx.schema, ctx.profile, ctx.launch.attn_implementation),
+    show=_show,
+)
+main = STAGE.main
 
 if __name__ == "__main__":
     main()

@@ -13,15 +13,12 @@ shows "no run"; a paper number only ever appears in a "(paper)" column.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from pointvl.config import load_params, load_section
 from pointvl.eval.results import (
     GEOMETRY,
     LABELS,
@@ -34,6 +31,7 @@ from pointvl.eval.results import (
     zeroshot_rows,
 )
 from pointvl.io import atomic_write_json, atomic_write_text
+from pointvl.stages._cli import Flag, Stage
 
 
 def _triple(results: Results, system: str, metric: str):
@@ -137,7 +135,7 @@ def run(cfg: ReportConfig, profile: str, reported: dict) -> dict:
 
     results = Results(
         cfg.metrics_dir, cfg.predictions_dir, cfg.seed_systems,
-        cfg.data_dir.format(profile=profile), cfg.n_boot, cfg.seed,
+        cfg.data_dir.format(profile=profile), cfg.n_boot, cfg.seed, profile,
     )  # fmt: skip
     trivial = load_json(Path(cfg.metrics_dir) / "trivial.json") or {}
     tables, figures = Path(cfg.tables_dir), Path(cfg.figures_dir)
@@ -220,16 +218,16 @@ def _row_triple(row: dict, metric: str):
     return (r["mean"], r["lo"], r["hi"])
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None)
-    ap.add_argument("--reported", default="paper/reported.yaml")
-    args = ap.parse_args(argv)
-    profile = load_params(args.params, args.profile)["profile"]
-    cfg = load_section(args.params, "report", ReportConfig, args.profile)
-    out = run(cfg, profile, yaml.safe_load(Path(args.reported).read_text()))
-    print(json.dumps(out, indent=1))
+STAGE = Stage(
+    "report",
+    __doc__,
+    sections={"report": ReportConfig},
+    flags=[Flag("--reported", default="paper/reported.yaml", help="the paper's numbers")],
+    run=lambda ctx: run(
+        ctx.report, ctx.profile, yaml.safe_load(Path(ctx.args.reported).read_text())
+    ),
+)
+main = STAGE.main
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """DVC stage ``rl``: one RL variant from the SFT checkpoint (Secs. 3.3-3.5, Table 3).
 
-    accelerate launch --config_file configs/accelerate/cpu.yaml -m pointvl.stages.rl \\
+    accelerate launch --config_file <launch.accelerate_config> -m pointvl.stages.rl \\
         --params params.yaml --variant grca [--lam 0.15] [--seed 1] [--resume] [--max-steps N]
 
 Variants (``rl.variant``, overridable with ``--variant``):
@@ -27,15 +27,14 @@ starts from the same SFT checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
-from pointvl.config import ConfigError, SchemaConfig, from_dict
+from pointvl.config import SchemaConfig
 from pointvl.io import atomic_write_json, read_jsonl
-from pointvl.stages.sft import load_configs
+from pointvl.launch import LaunchConfig, check_launch
+from pointvl.stages._cli import Context, Flag, Stage
 from pointvl.train.config import RLConfig
 from pointvl.train.logs import MetricsLogger
 from pointvl.train.sft import last_complete_checkpoint, save_final
@@ -79,15 +78,22 @@ def run_suffix(lam: float | None = None, seed: int | None = None, keypoints: str
     )
 
 
-def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False) -> dict:
-    from pointvl.model import PointVLForConditionalGeneration, PointVLProcessor
+def run(
+    cfg: RLConfig,
+    schema: SchemaConfig,
+    profile: str,
+    resume: bool = False,
+    attn_implementation: str | None = None,
+) -> dict:
+    """One RL arm (``cfg`` resolved: paths filled, ``max_completion_length`` an integer),
+    from the SFT weights in float32 (``pointvl.train.rl.load_sft_policy``)."""
     from pointvl.stages.sft import load_samples
+    from pointvl.train.rl import load_sft_policy
 
     cfg.check_inputs(profile)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = PointVLForConditionalGeneration.from_pretrained(cfg.sft_checkpoint)
-    processor = PointVLProcessor.from_pretrained(cfg.sft_checkpoint)
+    model, processor = load_sft_policy(cfg.sft_checkpoint, attn_implementation)
     dataset = load_samples(cfg.data_dir, cfg.qa_mode, cfg.max_train_prompts)
     log_dir = Path(cfg.log_dir)
     logger = MetricsLogger(log_dir / "log.jsonl", log_dir / "log.csv")
@@ -117,6 +123,8 @@ def run(cfg: RLConfig, schema: SchemaConfig, profile: str, resume: bool = False)
         "lam": cfg.lam,
         "seed": cfg.seed,
         "steps": trainer.state.global_step,
+        "max_completion_length": cfg.max_completion_length,
+        "processes": trainer.accelerator.num_processes,
         "wall_s": wall,
         "s_per_step": wall / max(1, trainer.state.global_step),
         "resumed_from": checkpoint,
@@ -171,53 +179,63 @@ def _sft_budget_trainer(cfg: RLConfig, model, processor, dataset, out_dir):
     return build_sft_trainer(model, processor, SFTSamples(dataset, processor), args)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None, help="smoke | tiny | paper (default: params)")
-    ap.add_argument("--variant", default=None, help="grpo | grca | grca_rpc | sft_budget")
-    ap.add_argument("--lam", type=float, default=None, help="override rl.lam (Table 5 sweep)")
-    ap.add_argument("--seed", type=int, default=None, help="override rl.seed (repeats)")
-    ap.add_argument(
-        "--keypoint-reward",
-        default=None,
-        choices=("kpa", "matched"),
-        help="override rl.keypoint_reward (matched: the collapse-proof arm, suffix _kpm)",
-    )
-    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    ap.add_argument("--max-steps", type=int, default=None, help="override rl.max_steps")
-    args = ap.parse_args(argv)
-    try:
-        cfg, _, merged = load_configs(args.params, args.profile, RLConfig, "rl")
-        schema = from_dict(SchemaConfig, merged.get("schema", {}), "schema")
-        over = {}
-        if args.variant is not None:
-            over["variant"] = args.variant
-        if args.max_steps is not None:
-            over["max_steps"] = args.max_steps
-        if args.lam is not None:
-            over["lam"] = args.lam
-        if args.seed is not None:
-            over["seed"] = args.seed
-        if args.keypoint_reward is not None:
-            over["keypoint_reward"] = args.keypoint_reward
-        cfg = dataclasses.replace(cfg, **over)
-        cfg.validate()
-        suffix = run_suffix(args.lam, args.seed, cfg.keypoint_reward)
-        if suffix:  # a sweep point or a repeat gets its own folders
-            cfg = dataclasses.replace(
-                cfg,
-                out_dir=cfg.out_dir.replace("{variant}", "{variant}" + suffix),
-                log_dir=cfg.log_dir.replace("{variant}", "{variant}" + suffix),
-                metrics=cfg.metrics.replace("{variant}", "{variant}" + suffix),
-            )
-        cfg = cfg.resolved(merged["profile"])
-        cfg.check_inputs(merged["profile"])
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
-    metrics = run(cfg, schema, merged["profile"], resume=args.resume)
-    print(json.dumps(metrics, indent=1, default=str))
+def _prepare(ctx: Context) -> None:
+    """Before any weight is read: the run's folders (``{variant}`` + suffix), its inputs, the
+    launch against this machine, and the generation budget against the longest valid target
+    (``pointvl.budget``; ``auto`` becomes the budget)."""
+    from transformers import AutoTokenizer
 
+    from pointvl.budget import dataset_target_length, resolve_budget
+
+    cfg, args = ctx.rl, ctx.args
+    suffix = run_suffix(
+        cfg.lam if args.lam is not None else None,
+        cfg.seed if args.seed is not None else None,
+        cfg.keypoint_reward,
+    )
+    if suffix:  # a sweep point or a repeat gets its own folders
+        cfg = dataclasses.replace(
+            cfg, **{k: getattr(cfg, k).replace("{variant}", "{variant}" + suffix)
+                    for k in ("out_dir", "log_dir", "metrics")},
+        )  # fmt: skip
+    cfg = cfg.resolved(ctx.profile)
+    cfg.check_inputs(ctx.profile)
+    check_launch(ctx.launch, cfg.bf16, "rl")
+    tok = AutoTokenizer.from_pretrained(cfg.sft_checkpoint)
+    budget = resolve_budget(
+        "rl.max_completion_length",
+        cfg.max_completion_length,
+        dataset_target_length(cfg.data_dir, tok),
+    )
+    ctx.configs["rl"] = dataclasses.replace(cfg, max_completion_length=budget)
+
+
+STAGE = Stage(
+    "rl",
+    __doc__,
+    sections={"rl": RLConfig, "schema": SchemaConfig, "launch": LaunchConfig},
+    flags=[
+        Flag("--variant", to="rl.variant", help="grpo | gdpo | grca | grca_rpc | sft_budget"),
+        Flag("--lam", to="rl.lam", help="override rl.lam (Table 5 sweep; suffix _lam<λ>)"),
+        Flag("--seed", to="rl.seed", help="override rl.seed (repeats; suffix _seed<S>)"),
+        Flag(
+            "--keypoint-reward",
+            to="rl.keypoint_reward",
+            help="kpa | matched (the collapse-proof arm, suffix _kpm)",
+        ),
+        Flag("--max-steps", to="rl.max_steps"),
+        Flag("--resume", action="store_true", help="continue from the last complete checkpoint"),
+    ],  # fmt: skip
+    prepare=_prepare,
+    run=lambda ctx: run(
+        ctx.rl,
+        ctx.schema,
+        ctx.profile,
+        resume=ctx.args.resume,
+        attn_implementation=ctx.launch.attn_implementation,
+    ),  # fmt: skip
+)
+main = STAGE.main
 
 if __name__ == "__main__":
     main()

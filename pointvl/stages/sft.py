@@ -14,38 +14,40 @@ same final weights as an uninterrupted run). Bad configs fail before any work (e
 
 from __future__ import annotations
 
-from pointvl.config import from_dict, load_params
+from pointvl.launch import LaunchConfig, check_launch
 from pointvl.model import ModelConfig
 from pointvl.stages._cli import Context, Flag, Stage
 from pointvl.train.config import SFTConfig
 from pointvl.train.sft import build_sft_trainer, load_samples, run_sft  # noqa: F401
 
-__all__ = ["STAGE", "load_configs", "load_samples", "main"]
-
-
-def load_configs(params: str, profile: str | None, section_cls=SFTConfig, section="sft"):
-    """(stage config, model config, merged params), checked. Kept for the ``rl`` stage until it
-    is a ``Stage`` too (then ``Stage.context`` does this)."""
-    merged = load_params(params, profile)
-    cfg = from_dict(section_cls, merged.get(section), section)
-    return cfg, from_dict(ModelConfig, merged.get("model"), "model"), merged
+__all__ = ["STAGE", "load_samples", "main"]
 
 
 def _resolve(ctx: Context) -> None:
+    """Before any weight is read: the dataset and tokenizer, the model's local files, the
+    launch against this machine (``pointvl.launch.check_launch``)."""
     ctx.configs["sft"] = ctx.sft.resolved(ctx.profile)
     ctx.sft.check_inputs(ctx.profile)
+    ctx.model.check_inputs()
+    check_launch(ctx.launch, ctx.sft.bf16, "sft")
 
 
 STAGE = Stage(
     "sft",
     __doc__,
-    sections={"sft": SFTConfig, "model": ModelConfig},
+    sections={"sft": SFTConfig, "model": ModelConfig, "launch": LaunchConfig},
     flags=[
         Flag("--resume", action="store_true", help="continue from the last complete checkpoint"),
         Flag("--max-steps", to="sft.max_steps"),
     ],
     prepare=_resolve,
-    run=lambda ctx: run_sft(ctx.sft, ctx.model, ctx.profile, resume=ctx.args.resume),
+    run=lambda ctx: run_sft(
+        ctx.sft,
+        ctx.model,
+        ctx.profile,
+        resume=ctx.args.resume,
+        attn_implementation=ctx.launch.attn_implementation,
+    ),  # fmt: skip
 )
 main = STAGE.main
 

@@ -15,8 +15,16 @@ the targets.
 
 from __future__ import annotations
 
+from pointvl.model.config import check_local_model
 from pointvl.model.tokenizer import TrainTokenizerConfig, train_tokenizer
-from pointvl.stages._cli import Flag, Stage
+from pointvl.stages._cli import Context, Flag, Stage
+
+
+def _check(ctx: Context) -> None:
+    """``source: backbone`` reads a local model folder (nothing is downloaded)."""
+    if ctx.train_tokenizer.source == "backbone":
+        check_local_model("train_tokenizer.backbone", ctx.train_tokenizer.backbone)
+
 
 STAGE = Stage(
     "train_tokenizer",
@@ -26,6 +34,7 @@ STAGE = Stage(
         Flag("--data", to="train_tokenizer.data_dir"),
         Flag("--out", to="train_tokenizer.out_dir"),
     ],
+    prepare=_check,
     run=lambda ctx: train_tokenizer(ctx.train_tokenizer),
 )
 main = STAGE.main

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from pointvl.config import PROFILES, ConfigError
+from pointvl.config import PROFILES, ConfigError, TokenBudget
 from pointvl.credit import ADVANTAGE_BUILDERS, BACKGROUND_MODES
 
 RL_VARIANTS = (*ADVANTAGE_BUILDERS, "sft_budget")
@@ -157,8 +157,9 @@ class RLConfig:
     """Gradient accumulation steps."""
     max_steps: int = 100
     """Optimizer steps (the same for every variant, including ``sft_budget``)."""
-    max_completion_length: int = 512
-    """Generation length cap (tokens)."""
+    max_completion_length: TokenBudget = 512
+    """Generation length cap (tokens); ``auto``: the longest valid target + end of turn + a
+    margin (``pointvl.budget``); an integer is checked against it when the stage starts."""
     temperature: float = 1.0
     """Sampling temperature (log-probs use the same)."""
     learning_rate: float = 1e-6
@@ -254,7 +255,7 @@ class RLConfig:
             )
         if not self.temperature > 0:  # 0 would divide the logits by zero in TRL
             raise ConfigError(f"rl.temperature={self.temperature}: expected a number > 0")
-        for name in ("max_completion_length", "save_steps", "save_total_limit", "logging_steps"):
+        for name in ("save_steps", "save_total_limit", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rl.{name}={getattr(self, name)}: expected an integer >= 1")
 

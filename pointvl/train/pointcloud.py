@@ -233,7 +233,8 @@ class PointCloudInputs:
             ) as unwrapped_model,
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
-        ):
+            self.accelerator.autocast(),  # as the log-prob passes: fp32 master weights under DDP
+        ):  # compute in bf16 there, so the KV cache is bf16 and π_sample matches π_θ's precision
             out = decode(unwrapped_model, batch, self.rollout_sampling(), G, return_logprobs=True)
         lp = [torch.tensor(x) for x in out.logprobs]
         self._last_sampling_logps = pad(lp, padding_value=0.0, padding_side="right") if lp else None

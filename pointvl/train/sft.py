@@ -230,10 +230,13 @@ def load_samples(data_dir: str, qa_mode: str, limit: int = 0, split: str = "trai
     return ds
 
 
-def run_sft(cfg, model_cfg, profile: str, resume: bool = False) -> dict:
+def run_sft(
+    cfg, model_cfg, profile: str, resume: bool = False, attn_implementation: str | None = None
+) -> dict:
     """Eq. (5) SFT from the initial policy (``model.policy.build_policy``): the ``sft`` stage.
 
-    ``cfg``: ``SFTConfig`` with paths resolved; ``model_cfg``: ``ModelConfig``. Writes
+    ``cfg``: ``SFTConfig`` with paths resolved; ``model_cfg``: ``ModelConfig``;
+    ``attn_implementation``: ``launch.attn_implementation``. Writes
     ``<out_dir>/checkpoint-N`` (resumable; ``resume`` continues from the newest complete one),
     ``<out_dir>/final`` (atomic), ``<log_dir>/log.{jsonl,csv}`` (``train.logs.MetricsLogger``:
     a failed run never truncates the old log) and the metrics JSON.
@@ -250,8 +253,9 @@ def run_sft(cfg, model_cfg, profile: str, resume: bool = False) -> dict:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, processor = build_policy(
-        model_cfg, AutoTokenizer.from_pretrained(cfg.tokenizer_dir), seed=cfg.seed
-    )
+        model_cfg, AutoTokenizer.from_pretrained(cfg.tokenizer_dir), seed=cfg.seed,
+        attn_implementation=attn_implementation,
+    )  # fmt: skip
     train = SFTSamples(load_samples(cfg.data_dir, cfg.qa_mode, cfg.max_train_samples), processor)
     checkpoint = last_complete_checkpoint(out_dir) if resume else None
     log_dir = Path(cfg.log_dir)

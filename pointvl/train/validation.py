@@ -100,6 +100,7 @@ class ValidationSampler(TrainerCallback):
                 tr.model_wrapped, tr.accelerator, gather_deepspeed3_params=True
             ) as model,
             torch.no_grad(),
+            tr.accelerator.autocast(),  # the rollouts' and the loss's precision (bf16 on GPUs)
         ):
             torch.manual_seed(self.seed)
             was_training = model.training

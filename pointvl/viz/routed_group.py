@@ -32,7 +32,7 @@ def sample_group(
     model, processor, sample: Mapping, G: int, temperature: float, max_new_tokens: int, seed: int
 ) -> list[list[int]]:
     """G completions (ids up to and including end-of-turn) of one sample, as RL rollouts."""
-    from pointvl.eval.generate import Sampling, decode, suppressed_ids
+    from pointvl.eval.generate import Sampling, decode, suppressed_ids, to_model_device
 
     sampling = Sampling(
         max_new_tokens=max_new_tokens,
@@ -42,7 +42,7 @@ def sample_group(
         temperature=temperature,
         suppress_tokens=suppressed_ids(processor),
     )
-    batch = processor.batch([dict(sample)], with_target=False)
+    batch = to_model_device(model, processor.batch([dict(sample)], with_target=False))
     torch.manual_seed(seed)
     return decode(model, batch, sampling, group_size=G).ids
 
