@@ -30,5 +30,4 @@ gpu-check: setup  ## the paper-size policy on one CUDA GPU: bf16 forward/backwar
 	python scripts/gpu_check.py
 
 rehearsal: setup  ## the paper profile's code path on the CPU (paper_sim: 2 processes, ZeRO-3) -> results/paper_sim/
-	OMP_NUM_THREADS=1 TORCH_EXTENSIONS_DIR=$(CURDIR)/.cache/torch_extensions \
-		dvc repro studies/paper_sim/dvc.yaml
+	python scripts/rehearsal.py

@@ -18,6 +18,7 @@ rollouts' KV cache and ZeRO-3's gathered weights, for SFT and RL steps, against 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pointvl.budget import longest_target  # noqa: E402
 from pointvl.config import load_params  # noqa: E402
 from pointvl.model import PointVLForConditionalGeneration, paper_pointvl_config  # noqa: E402
-from pointvl.model.config import QWEN25_VL_3B_TEXT, paper_model_config  # noqa: E402
+from pointvl.model.config import QWEN25_VL_3B_TEXT  # noqa: E402
 from pointvl.train import memory as mem  # noqa: E402
 
 GIB = mem.GIB
@@ -62,7 +63,8 @@ def measured_bytes_per_token_layer(attn: str = "sdpa") -> float:
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLTextModel
 
     def per_token(layers: int) -> float:
-        text = {**QWEN25_VL_3B_TEXT, "vocab_size": 16, "num_hidden_layers": layers}
+        text = {**QWEN25_VL_3B_TEXT, "vocab_size": 16, "num_hidden_layers": layers,
+                "bos_token_id": None, "eos_token_id": None}  # fmt: skip
         cfg = Qwen2_5_VLTextConfig(**text)
         cfg._attn_implementation = attn
         torch.manual_seed(0)
@@ -153,7 +155,7 @@ def main(argv=None) -> None:
         "what": "estimate (pointvl/train/memory.py), not a measurement; gpu_check measures one GPU",
         "gpus": args.gpus,
         "params": counts,
-        "shape": vars(shape) if hasattr(shape, "__dict__") else shape.__dict__,
+        "shape": dataclasses.asdict(shape),
         "activation_bytes_per_token_per_layer": {
             "measured_bf16_autocast_sdpa": a,
             "checkpointed": 2 * shape.hidden,
@@ -172,7 +174,7 @@ def main(argv=None) -> None:
         "fits": {
             name: {s: per[s]["peak_gib"] <= gib for s in per} for name, gib in budgets.items()
         },
-        "paper_launch": paper_model_config().size and params["launch"]["accelerate_config"],
+        "paper_launch": params["launch"]["accelerate_config"],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

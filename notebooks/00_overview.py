@@ -24,18 +24,19 @@
 profile = "tiny"
 fast = False
 seed = 0
-map_md = None  # where to write the section map (None: paper/map.md)
+map_md = None  # where to write the section map (None: paper/map.md; other profiles: their results)
 
 # %%
 import torch
 from IPython.display import Markdown
 
-from pointvl.config import load_params
+from pointvl.config import DEFAULT_PARAMS, DEFAULT_PROFILE, load_params, results_root
 from pointvl.credit import routed_advantages, standardize_in_groups
 from pointvl.paper_map import load_map, to_markdown, write_markdown
 from pointvl.viz.notebook_helpers import notebook_setup
 
 notebook_setup()
+ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 print("profile:", load_params(profile=profile)["profile"], "| fast:", fast, "| seed:", seed)
 
 # %% [markdown]
@@ -95,6 +96,8 @@ entries = load_map()
 Markdown(to_markdown(entries))
 
 # %%
+if map_md is None and profile != DEFAULT_PROFILE:  # only the default run writes paper/map.md
+    map_md = ROOT / results_root(profile) / "map.md"
 path = write_markdown(map_md)
 landed = sum(e["status"] == "landed" for e in entries)
 print(f"wrote {path.name}: {landed}/{len(entries)} sections landed")

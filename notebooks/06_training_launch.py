@@ -110,8 +110,11 @@ print(f"paper RL step: {gpus} x {paper_rl.prompts_per_step} x {paper_rl.grad_acc
 # %% [markdown]
 # ## Launching on one CPU (`tiny`, `smoke`)
 #
-# Every training stage is a module run by `accelerate launch`; DVC runs exactly these
-# commands (read from `dvc.yaml` below), with the profile taken from `params.yaml`:
+# Every training stage is a module run by `accelerate launch --config_file
+# ${active.accelerate_config}`: the profile's `launch.accelerate_config` (one CPU process for
+# tiny and smoke, 4 GPUs under DeepSpeed ZeRO-3 for paper, 2 CPU processes under ZeRO-3 for
+# the paper_sim rehearsal; `python -m pointvl.profile <name>` switches). DVC runs exactly
+# these commands (read from `dvc.yaml` below, filled in for this profile):
 #
 # ```bash
 # dvc repro sft                 # Sec. 3.2 warm-up -> checkpoints/tiny/sft/final
@@ -124,14 +127,18 @@ print(f"paper RL step: {gpus} x {paper_rl.prompts_per_step} x {paper_rl.grad_acc
 # ```
 
 # %%
-cmds = nh.dvc_commands(ROOT / "dvc.yaml")
+cmds = nh.dvc_commands(ROOT / "dvc.yaml", {"profile": profile, "active.accelerate_config":
+                                           params["launch"]["accelerate_config"]})  # fmt: skip
 for name in ("sft", "rl@grpo", "rl@grca", "rl@grca_rpc", "rl@sft_budget"):
     print(f"{name:14s} {cmds.get(name, '(not in dvc.yaml)')}")
 
 # %% [markdown]
 # ## One GPU, several GPUs (`paper`)
 #
-# The same modules, another accelerate config; `--num_processes` overrides its count:
+# The same modules, another accelerate config; `--num_processes` overrides its count. The
+# stages refuse a config that asks for more CUDA devices than the machine has, and load
+# float32 master weights whatever the launch (bf16 is compute only). Memory per GPU and what
+# fits: `paper/running.md` (from `benchmarks/bench_memory.py`).
 #
 # ```bash
 # # one GPU: plain single process, bf16 from params (rl.bf16 / sft.bf16 in the paper profile)

@@ -217,6 +217,21 @@ def _assets_stage() -> dict:
     }
 
 
+LARGE_OUTS = ("/figures/", "/notebooks/")
+"""Rehearsal outputs kept in the DVC cache, not git: figures (8,192-point HTML views) and
+executed notebooks (~70 MB); its metrics, tables, predictions and logs are committed."""
+
+
+def _cached_if_large(out):
+    """A ``{path: {cache: false}}`` out of ``LARGE_OUTS`` becomes a cached out (its path)."""
+    if isinstance(out, dict):
+        ((path, opts),) = out.items()
+        if any(part in path for part in LARGE_OUTS):
+            rest = {k: v for k, v in (opts or {}).items() if k != "cache"}
+            return {path: rest} if rest else path
+    return out
+
+
 def rehearsal_pipeline(main: dict) -> dict:
     """studies/paper_sim/dvc.yaml from the repository's dvc.yaml (a dict): the stages in
     ``PIPELINE_STAGES`` run from the root (``wdir``) on studies/paper_sim/params.yaml, after
@@ -232,6 +247,7 @@ def rehearsal_pipeline(main: dict) -> dict:
         )
         body["deps"] = [*body.get("deps", []), *EXTRA_DEPS.get(name, ())]
         body["params"] = [STUDY_PARAMS if p == "profile" else p for p in body.get("params", [])]
+        body["outs"] = [_cached_if_large(o) for o in body.get("outs", [])]
         stages[name] = {"wdir": "../..", **stage} if "do" not in stage else stage
         if "do" in stage:
             stage["do"] = {"wdir": "../..", **body}

@@ -3,7 +3,8 @@
     python scripts/gpu_check.py [--out results/bench/gpu.json]      (make gpu-check)
 
 On one CUDA GPU, with the Qwen2.5-VL-3B + published Point-BERT architecture (random init,
-bf16 weights; fp32 master copies only where training): a forward/backward at the paper's
+float32 master weights as every training launch loads them, bf16 autocast compute; the
+frozen Point-BERT and vision tower in bf16, as nothing updates them): a forward/backward at the paper's
 input sizes (8,192 points, 448 px, 513 point tokens), batched generation with the RL rollout
 sampler, and two GRCA steps with G = 8 through the real trainer (chunked log-probs, flash
 attention when available). Writes tokens/s, step time, peak memory and what ran.
@@ -66,8 +67,12 @@ def _paper_policy(tok, attn: str):
         freeze_vision=cfg.freeze_vision,
     )
     config._attn_implementation = attn
+    from pointvl.launch import MASTER_DTYPE
+
     with torch.device("cuda"):
-        model = PointVLForConditionalGeneration(config).to(torch.bfloat16)
+        model = PointVLForConditionalGeneration(config).to(MASTER_DTYPE)
+    model.point_encoder.to(torch.bfloat16)  # frozen: no master copy needed
+    model.model.visual.to(torch.bfloat16)
     proc = PointVLProcessor.for_model(tok, config, image_size=cfg.image_size)
     return model, proc, config
 
@@ -91,7 +96,9 @@ def main() -> None:
     from pointvl.train.tiny import tiny_tokenizer
 
     out: dict = {"ran": True, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                 "platform": platform.platform(), "dtype": "bfloat16"}  # fmt: skip
+                 "platform": platform.platform(), "compute": "bf16 autocast",
+                 "weights": "float32 master (trained blocks), bf16 (frozen encoders)"}  # fmt: skip
+    bf16 = torch.autocast("cuda", dtype=torch.bfloat16)
     tok = tiny_tokenizer(quant_bins=1000, vocab_size=1024)
     try:
         import flash_attn  # noqa: F401
@@ -115,7 +122,8 @@ def main() -> None:
     torch.cuda.reset_peak_memory_stats()
     model.train()
     t0 = time.perf_counter()
-    loss = model(**batch).loss
+    with bf16:
+        loss = model(**batch).loss
     loss.backward()
     torch.cuda.synchronize()
     L = batch["input_ids"].shape[1]
@@ -132,7 +140,8 @@ def main() -> None:
     model.eval()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    ids = decode(model, gen, sampling, group_size=8).ids
+    with bf16:  # as the trainer's rollouts (accelerator.autocast)
+        ids = decode(model, gen, sampling, group_size=8).ids
     torch.cuda.synchronize()
     n_tok = sum(map(len, ids))
     out["generation"] = {"prompts": 2, "G": 8, "tokens": n_tok, "s": time.perf_counter() - t0,

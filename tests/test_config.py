@@ -113,7 +113,9 @@ def test_every_section_of_every_profile_is_valid():
     for profile in PROFILES:
         configs = validate_sections(ROOT / "params.yaml", profile)
         assert (
-            set(configs) == set(SECTIONS) == set(RAW) - {"profile", "overrides", "sweep", "shared"}
+            set(configs)
+            == set(SECTIONS)
+            == set(RAW) - {"profile", "overrides", "sweep", "shared", "active"}
         )
 
 

@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-SECTIONS = [k for k in PARAMS if k not in ("profile", "overrides", "sweep", "shared")]
+SECTIONS = [k for k in PARAMS if k not in ("profile", "overrides", "sweep", "shared", "active")]
 _REF = re.compile(r"\$\{shared\.(\w+)\}")
 
 
@@ -127,8 +127,9 @@ def repo_copy(tmp_path: Path) -> Path:
         shutil.copy2(ROOT / rel, dst / rel)
     (dst / ".dvc").mkdir(exist_ok=True)
     shutil.copy2(ROOT / ".dvc/config", dst / ".dvc/config")
-    text = (dst / "params.yaml").read_text().replace("profile: tiny", "profile: smoke", 1)
-    (dst / "params.yaml").write_text(text)
+    from pointvl.profile import switch
+
+    switch(dst / "params.yaml", "smoke")  # profile + the active block dvc.yaml reads
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     return dst
 
@@ -141,7 +142,8 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def test_dvc_status_reruns_only_what_depends_on_a_change(repo_copy: Path):
     _dvc(repo_copy, "repro", "credit_demo")
-    assert (repo_copy / "results/metrics/credit_demo.json").is_file()
+    assert (repo_copy / "results/smoke/metrics/credit_demo.json").is_file()  # smoke's own folder
+    assert not (repo_copy / "results/metrics").exists()
     assert "up to date" in _dvc(repo_copy, "status", "credit_demo")
     assert "didn't change" in _dvc(repo_copy, "repro", "credit_demo")  # nothing reruns
 

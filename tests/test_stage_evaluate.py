@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from pointvl.data.dataset import list_texts
@@ -25,9 +26,9 @@ def test_evaluate_stage_round_trip(smoke_data, tmp_path):
     section = {
         "systems": {"random_init": str(ckpt)},
         "data_dir": str(smoke_data),
-        "limit": 4,
+        "limit": 2,
         "batch_size": 2,
-        "max_new_tokens": 12,
+        "max_new_tokens": 12,  # refused: shorter than the longest valid target
         "n_boot": 100,
         "predictions_dir": str(tmp_path / "pred"),
         "metrics_dir": str(tmp_path / "metrics"),
@@ -42,13 +43,22 @@ def test_evaluate_stage_round_trip(smoke_data, tmp_path):
         "--system",
         "random_init",
     ]
-    subprocess.run(cmd, check=True, cwd=ROOT, timeout=600, capture_output=True)
+    short = subprocess.run(cmd, cwd=ROOT, timeout=600, capture_output=True, text=True)
+    assert short.returncode == 2 and "evaluate.max_new_tokens=12: too small" in short.stderr
+    assert not (tmp_path / "pred").exists()  # refused before generating
+    section["max_new_tokens"] = "auto"  # the longest valid target + end of turn + margin
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke", "evaluate": section}))
+    done = subprocess.run(cmd, check=True, cwd=ROOT, timeout=600, capture_output=True, text=True)
+    assert (
+        "random_init on cpu in torch.float32, max_new_tokens" in done.stderr
+        or torch.cuda.is_available()
+    )
     rows = (tmp_path / "pred/random_init.jsonl").read_text().splitlines()
-    assert len(rows) == 4 and all("completion" in json.loads(r) for r in rows)
+    assert len(rows) == 2 and all("completion" in json.loads(r) for r in rows)
     first = json.loads((tmp_path / "metrics/random_init.json").read_text())
-    # 12 random tokens never make a complete JSON object: everything fails to parse, scores 0
+    # a random-init policy never writes a complete JSON object: everything fails, scores 0
     assert first["parse_fail"]["mean"] == 1.0 and first["iou3d"]["mean"] == 0.0
-    assert first["_meta"]["n"] == 4
+    assert first["_meta"]["n"] == 2
     subprocess.run(cmd + ["--from-predictions"], check=True, cwd=ROOT, timeout=600)
     again = json.loads((tmp_path / "metrics/random_init.json").read_text())
     again["_meta"].pop("generate_s"), first["_meta"].pop("generate_s")

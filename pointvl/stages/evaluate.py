@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -92,7 +93,6 @@ def run(
     targets = targets[:n]
     pred_path = Path(cfg.predictions_dir) / f"{system}.jsonl"
     t0 = time.perf_counter()
-    device = None
     if from_predictions:
         rows = [json.loads(line) for line in pred_path.read_text().splitlines()]
         texts = [r["completion"] for r in rows]
@@ -106,7 +106,9 @@ def run(
             checkpoint_of(cfg, system, profile), device="auto",
             attn_implementation=attn_implementation,
         )  # fmt: skip
-        device = str(next(model.parameters()).device) + f"/{next(model.parameters()).dtype}"
+        w = next(model.parameters())
+        print(f"evaluate: {system} on {w.device} in {w.dtype}, max_new_tokens "
+              f"{cfg.max_new_tokens}", file=sys.stderr)  # fmt: skip
         ds = PointVLDataset(data_dir, "test", qa_mode="rotate")
         samples = [ds[i] for i in range(n)]
         texts = generate_completions(model, processor, samples, cfg.batch_size, cfg.max_new_tokens)
@@ -121,8 +123,7 @@ def run(
     result = evaluate(
         texts, targets, quant_bins, seed=cfg.seed, n_boot=cfg.n_boot, bertscore=cfg.bertscore
     )
-    result["_meta"] = {"system": system, "profile": profile, "n": n, "generate_s": gen_s,
-                       "max_new_tokens": cfg.max_new_tokens, "device": device}  # fmt: skip
+    result["_meta"] = {"system": system, "profile": profile, "n": n, "generate_s": gen_s}
     atomic_write_json(Path(cfg.metrics_dir) / f"{system}.json", result)
     return result
 

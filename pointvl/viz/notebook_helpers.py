@@ -716,17 +716,23 @@ class TinySFTData(torch.utils.data.Dataset):
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def dvc_commands(dvc_yaml: str | os.PathLike) -> dict[str, str]:
-    """``{stage: cmd}`` of a dvc.yaml, ``foreach`` stages expanded as ``stage@item``."""
+def dvc_commands(dvc_yaml: str | os.PathLike, variables: dict | None = None) -> dict[str, str]:
+    """``{stage: cmd}`` of a dvc.yaml, ``foreach`` stages expanded as ``stage@item``;
+    ``variables`` ({"active.accelerate_config": ..., "profile": ...}) are filled in."""
     import yaml
+
+    def fill(cmd: str) -> str:
+        for key, value in (variables or {}).items():
+            cmd = cmd.replace("${" + key + "}", str(value))
+        return cmd
 
     out = {}
     for name, st in yaml.safe_load(open(dvc_yaml).read())["stages"].items():
         if "foreach" in st:
             for item in st["foreach"]:
-                out[f"{name}@{item}"] = st["do"]["cmd"].replace("${item}", str(item))
+                out[f"{name}@{item}"] = fill(st["do"]["cmd"].replace("${item}", str(item)))
         else:
-            out[name] = st["cmd"]
+            out[name] = fill(st["cmd"])
     return out
 
 
