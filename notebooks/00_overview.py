@@ -33,7 +33,7 @@ from IPython.display import Markdown
 from pointvl.config import load_params
 from pointvl.credit import routed_advantages, standardize_in_groups
 from pointvl.paper_map import load_map, to_markdown, write_markdown
-from pointvl.viz.notebook_helpers import notebook_setup
+from pointvl.viz.notebook import notebook_setup
 
 notebook_setup()
 print("profile:", load_params(profile=profile)["profile"], "| fast:", fast, "| seed:", seed)

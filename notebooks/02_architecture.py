@@ -47,13 +47,16 @@ from transformers import AutoTokenizer
 
 from pointvl.config import DEFAULT_PARAMS, load_params, load_section
 from pointvl.data.build import BuildDatasetConfig, InstanceSpec, instance_seed, make_instance
+from pointvl.data.dataset import instance_sample
 from pointvl.geometry import project_points
 from pointvl.model import ModelConfig, build_tiny_policy, train_bpe_tokenizer
 from pointvl.model.point_bert import group_points
 from pointvl.schema import parse_output
-from pointvl.viz import notebook_helpers as nh
+from pointvl.viz.architecture import attention_heatmap_figure, grouping_figure, param_counts
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
 
-nh.notebook_setup()
+notebook_setup()
 torch.manual_seed(seed)
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 params = load_params(profile=profile)
@@ -76,7 +79,7 @@ rows = [
     make_instance(InstanceSpec("test", i, c, instance_seed(seed, "test", i)), bcfg, Q)
     for i, c in ((0, "chair"), (9, "car"))
 ]
-samples = [nh.instance_sample(r) for r in rows]
+samples = [instance_sample(r) for r in rows]
 tok_dir = ROOT / params["train_tokenizer"]["out_dir"]
 if tok_dir.is_dir() and not fast:
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -99,10 +102,10 @@ print(
 # %%
 model, proc = build_tiny_policy(tok, mcfg, seed=seed)
 model.eval()
-ours = nh.param_counts(model)
+ours = param_counts(model)
 bench = ROOT / "results/bench/model.json"
 paper = json.loads(bench.read_text())["paper_params"]["params"] if bench.is_file() else {}
-nh.html_table(
+html_table(
     [[name, n, paper.get(name)] for name, n in ours.items()],
     ["block", f"tiny ({profile}, this notebook)", "paper size (results/bench/model.json)"],
 )
@@ -138,7 +141,7 @@ pc = batch["point_clouds"]  # (B, N, 6)
 G, K = mcfg.num_groups, mcfg.group_size
 neighborhood, centers = group_points(pc, G, K)  # (B, G, K, 6), (B, G, 3)
 print("neighborhood", tuple(neighborhood.shape), "(B, G, K, 6)  centers", tuple(centers.shape))
-nh.grouping_figure(pc[0].numpy(), neighborhood[0], centers[0])
+grouping_figure(pc[0].numpy(), neighborhood[0], centers[0])
 
 # %% [markdown]
 # ## Point-BERT, step 2: point tokens H_p
@@ -181,18 +184,17 @@ print("H_i", tuple(h_i.shape), "(B, I, d_lm), token grid", grid_hw)
 #
 # **[reconstruction]** multi-head (the prose writes one head): d = d_p / h per head, and an
 # output projection W_o. The module calls PyTorch's fused attention, which does not return the
-# weights; `cross_attention_weights` recomputes them from the module's own W_q, W_k, and
-# `fuse_with_weights` finishes Eqs. (2)–(3) by hand, which must reproduce the module.
+# weights; `fusion(h_p, h_i, return_weights=True)` takes the explicit-softmax path instead and
+# returns them too, with the same H_f.
 
 # %%
 fusion = model.fusion
-attn = nh.cross_attention_weights(fusion, h_p, h_i)  # (B, h, P, I)
 with torch.no_grad():
-    h_f = fusion(h_p, h_i)  # (B, P, d_p)
-by_hand = nh.fuse_with_weights(fusion, attn, h_p, h_i)  # (B, P, d_p)
+    h_f = fusion(h_p, h_i)  # (B, P, d_p)  fused kernel
+    h_f_explicit, attn = fusion(h_p, h_i, return_weights=True)  # (B, P, d_p), (B, h, P, I)
 print("attention", tuple(attn.shape), "(B, heads, P, I); rows sum to 1:",
       torch.allclose(attn.sum(-1), torch.ones(())))  # fmt: skip
-print(f"module vs Eqs. (2)-(3) by hand: max |ΔH_f| = {(h_f - by_hand).abs().max():.1e}")
+print(f"fused kernel vs explicit softmax: max |ΔH_f| = {(h_f - h_f_explicit).abs().max():.1e}")
 
 # %% [markdown]
 # One point token (the group drawn with a white star: its FPS centre projected through the
@@ -207,7 +209,7 @@ g = int(torch.argmax(centers[0, :, 1]))  # the highest centre of the first objec
 uv, _ = project_points(centers[0, g].double().numpy()[None], *(samples[0][k] for k in "KRt"))
 w = attn[0, :, 1 + g]  # (heads, I)  token 0 is CLS
 print(f"point token {1 + g}: max weight {w.max():.3f} vs uniform 1/I = {1 / I:.3f}")
-fig = nh.attention_heatmap_figure(w, samples[0]["image"], grid_hw, uv[0])
+fig = attention_heatmap_figure(w, samples[0]["image"], grid_hw, uv[0])
 
 # %% [markdown]
 # ## Eqs. (3)–(4): residual fusion and projection
@@ -273,7 +275,7 @@ for text in proc.decode_completions(seqs, L):
 for groups in (16, 32) if fast else (16, 32, 64):
     cfg_g = dataclasses.replace(mcfg, num_groups=groups)
     m_g, p_g = build_tiny_policy(tok, cfg_g, seed=seed)
-    print(f"G={groups}: P={p_g.num_point_tokens}, params={nh.param_counts(m_g)['total']:,}")
+    print(f"G={groups}: P={p_g.num_point_tokens}, params={param_counts(m_g)['total']:,}")
 
 # %% [markdown]
 # 2. **No image.** Without image tokens Eq. (2) contributes nothing: Z = 0 and H_f = LN(H_p).
@@ -291,7 +293,7 @@ print(f"mean |H_f(image) − H_f(no image)| = {(h_f - no_image).abs().mean():.3f
 
 # %%
 frozen = dataclasses.replace(mcfg, freeze_point_encoder=True, freeze_vision=True)
-counts = nh.param_counts(build_tiny_policy(tok, frozen, seed=seed)[0])
+counts = param_counts(build_tiny_policy(tok, frozen, seed=seed)[0])
 print(f"trainable {counts['trainable']:,} of {counts['total']:,}")
 
 # %% [markdown]

@@ -54,10 +54,18 @@ from pointvl.train.config import RLConfig, SFTConfig
 from pointvl.train.grca_trainer import GRCATrainer, MetricsLogger, read_jsonl
 from pointvl.train.rl import grpo_args
 from pointvl.train.sft import build_sft_trainer, sft_training_args
-from pointvl.train.tiny import tiny_lm, tiny_rows, tiny_tokenizer
-from pointvl.viz import notebook_helpers as nh
+from pointvl.train.tiny import TinySFTData, tiny_lm, tiny_rows, tiny_tokenizer
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.training import (
+    accelerate_configs_html,
+    dvc_commands,
+    last_metrics_html,
+    read_logs,
+    training_curves_figure,
+)
 
-nh.notebook_setup()
+notebook_setup()
 warnings.filterwarnings("ignore", category=FutureWarning)  # transformers renames
 torch.manual_seed(seed)
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
@@ -91,7 +99,7 @@ rows = [
     for s in fields
     for f in fields[s]
 ]
-nh.html_table(rows, ["field", *(f"{p}{' (this run)' if p == profile else ''}" for p in PROFILES)])
+html_table(rows, ["field", *(f"{p}{' (this run)' if p == profile else ''}" for p in PROFILES)])
 
 # %%
 paper_sft, paper_rl = cfgs["sft", "paper"], cfgs["rl", "paper"]
@@ -121,7 +129,7 @@ print(f"paper RL step: {gpus} x {paper_rl.prompts_per_step} x {paper_rl.grad_acc
 # ```
 
 # %%
-cmds = nh.dvc_commands(ROOT / "dvc.yaml")
+cmds = dvc_commands(ROOT / "dvc.yaml")
 for name in ("sft", "rl@grpo", "rl@grca", "rl@grca_rpc", "rl@sft_budget"):
     print(f"{name:14s} {cmds.get(name, '(not in dvc.yaml)')}")
 
@@ -148,7 +156,7 @@ for name in ("sft", "rl@grpo", "rl@grca", "rl@grca_rpc", "rl@sft_budget"):
 # The configs in `configs/accelerate/`:
 
 # %%
-nh.accelerate_configs_html(ROOT / "configs/accelerate")
+accelerate_configs_html(ROOT / "configs/accelerate")
 
 # %% [markdown]
 # ## Live, part 1: a few SFT steps (Eq. 5)
@@ -165,7 +173,7 @@ nh.accelerate_configs_html(ROOT / "configs/accelerate")
 tok = tiny_tokenizer(Q, seed=seed)
 model = tiny_lm(tok, seed=seed)
 train_rows = tiny_rows(8 if fast else 64, tok, seed=seed + 1)
-sft_data = nh.TinySFTData(train_rows, tok, Q)
+sft_data = TinySFTData(train_rows, tok, Q)
 out = Path(tempfile.mkdtemp(prefix="pointvl-06-"))
 demo_sft = dataclasses.replace(sft_cfg, max_steps=2 if fast else 150, per_device_batch_size=4 if fast
                                else 8, learning_rate=5e-3, save_steps=10**6, logging_steps=1 if fast
@@ -220,11 +228,11 @@ print(f"{rl.state.global_step} RL steps, {demo_rl.prompts_per_step} prompt(s) x 
 # no field has a span. After the `tiny` warm-up some fields parse and the rewards spread.
 
 # %%
-fig = nh.training_curves_figure(live, title=f"live {demo_rl.variant} on a tiny LM ({profile})")
+fig = training_curves_figure(live, title=f"live {demo_rl.variant} on a tiny LM ({profile})")
 
 # %%
 keys = [f"reward/{f}" for f in ("bbox2d", "bbox3d", "kpts2d", "kpts3d", "rpc", "seq")]
-nh.last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], last=3)
+last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], last=3)
 
 # %% [markdown]
 # ## The real runs
@@ -235,12 +243,12 @@ nh.last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], la
 
 # %%
 variants = ("grpo", "grca", "grca_rpc")
-real = nh.read_logs({v: ROOT / f"results/train/rl_{v}/log.jsonl" for v in variants})
+real = read_logs({v: ROOT / f"results/train/rl_{v}/log.jsonl" for v in variants})
 missing = [v for v in variants if v not in real]
 if missing:
     print("no RL log yet for", missing, "-> produced by: dvc repro", *(f"rl@{v}" for v in missing))
 if real:
-    fig = nh.training_curves_figure(real, title="RL runs of the rl stage (ours)", smooth=5)
+    fig = training_curves_figure(real, title="RL runs of the rl stage (ours)", smooth=5)
 
 # %% [markdown]
 # ## What to try next
@@ -260,7 +268,7 @@ for v in ("grpo", "grca"):
     t.remove_callback(PrinterCallback)
     t.train()
     runs[v] = read_jsonl(out / f"try_{v}.jsonl")
-nh.last_metrics_html(runs, keys[:4] + ["adv/bbox3d_zero_std_frac", "loss/clipfrac"], last=2)
+last_metrics_html(runs, keys[:4] + ["adv/bbox3d_zero_std_frac", "loss/clipfrac"], last=2)
 
 # %% [markdown]
 # 2. **A bad config fails before any work.** Change the variant, λ or G below: the message

@@ -47,9 +47,19 @@ from IPython.display import Markdown
 from pointvl.config import DEFAULT_PARAMS, load_section
 from pointvl.eval.report import claim_verdict
 from pointvl.stages.report import GEOMETRY, PAPER_NAMES, STRICT, ReportConfig, Runs, claims
-from pointvl.viz import notebook_helpers as nh
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.tables import (
+    lambda_sweep_figure,
+    load_eval_results,
+    ours_cell,
+    paper_vs_ours_figure,
+    paper_vs_ours_html,
+    results_status_html,
+)
+from pointvl.viz.training import read_logs, training_curves_figure
 
-nh.notebook_setup()
+notebook_setup()
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 reported = yaml.safe_load((ROOT / "paper/reported.yaml").read_text())
 cfg = load_section(DEFAULT_PARAMS, "report", ReportConfig, profile)
@@ -68,10 +78,10 @@ runs = Runs(cfg, profile)  # per-seed metrics + per-sample values from the saved
 # 95% bootstrap CIs) → `python -m pointvl.stages.report` (the tables in `results/tables/`).
 
 # %%
-results = nh.load_eval_results(cfg.metrics_dir, cfg.systems)
+results = load_eval_results(cfg.metrics_dir, cfg.systems)
 make = {s: f"dvc repro {'sft' if s == 'sft' else 'rl@' + s}; python -m pointvl.stages.evaluate "
         f"--params params.yaml --system {s}" for s in cfg.systems}  # fmt: skip
-nh.results_status_html(results, make)
+results_status_html(results, make)
 
 # %% [markdown]
 # ## Table 3: the ablation
@@ -86,10 +96,10 @@ nh.results_status_html(results, make)
 # %%
 names = {s: PAPER_NAMES[s] for s in cfg.systems}
 t3 = runs.rows(names, GEOMETRY + STRICT)
-nh.paper_vs_ours_html(t3, reported["table3_ablation"], GEOMETRY + STRICT)
+paper_vs_ours_html(t3, reported["table3_ablation"], GEOMETRY + STRICT)
 
 # %%
-fig = nh.paper_vs_ours_figure(reported["table3_ablation"], t3, ("iou3d", "kpa3d", "rpc"),
+fig = paper_vs_ours_figure(reported["table3_ablation"], t3, ("iou3d", "kpa3d", "rpc"),
                               title="Table 3: paper (grey) and ours (blue, 95% CI)")  # fmt: skip
 
 # %% [markdown]
@@ -118,10 +128,10 @@ seed_rows = []
 for system in ("grpo", "grca"):
     for run in runs.seeds(system):
         r = runs.result(run)
-        cells = [nh.ours_cell(r, m) for m in ("kpa3d", "iou3d", "pck3d", "parse_fail")]
+        cells = [ours_cell(r, m) for m in ("kpa3d", "iou3d", "pck3d", "parse_fail")]
         seed_rows.append([PAPER_NAMES[system], run] + [c[0] if c else None for c in cells])
 if seed_rows:
-    nh.html_table(seed_rows, ["variant", "run", "kpa3d", "iou3d", "pck3d", "parse_fail"])
+    html_table(seed_rows, ["variant", "run", "kpa3d", "iou3d", "pck3d", "parse_fail"])
 else:
     print("no seed runs yet -> dvc repro rl_seed evaluate_seed")
 
@@ -147,17 +157,17 @@ if seed_rows:
 # `params.yaml` under `report.lambda_systems` (λ → system name) once they exist.
 
 # %%
-lam_results = nh.load_eval_results(cfg.metrics_dir, list(cfg.lambda_systems.values()))
-t5 = {"GRCA (no RPC)": {m: nh.ours_cell(results.get("grca"), m) for m in GEOMETRY}}
-t5 |= {lam: {m: nh.ours_cell(lam_results.get(s), m) for m in GEOMETRY}
+lam_results = load_eval_results(cfg.metrics_dir, list(cfg.lambda_systems.values()))
+t5 = {"GRCA (no RPC)": {m: ours_cell(results.get("grca"), m) for m in GEOMETRY}}
+t5 |= {lam: {m: ours_cell(lam_results.get(s), m) for m in GEOMETRY}
        for lam, s in cfg.lambda_systems.items()}  # fmt: skip
-nh.paper_vs_ours_html(t5, reported["table5_rpc_weight"], GEOMETRY)
+paper_vs_ours_html(t5, reported["table5_rpc_weight"], GEOMETRY)
 
 # %%
 if not cfg.lambda_systems:
     print("ours: no λ sweep run yet -> accelerate launch ... -m pointvl.stages.rl --variant "
           "grca_rpc --lam 0.10 (and 0.125, 0.175, 0.20), then evaluate each")  # fmt: skip
-fig = nh.lambda_sweep_figure(reported["table5_rpc_weight"], {k: t5[k] for k in cfg.lambda_systems})
+fig = lambda_sweep_figure(reported["table5_rpc_weight"], {k: t5[k] for k in cfg.lambda_systems})
 
 # %% [markdown]
 # ## RL training curves (ours)
@@ -169,12 +179,12 @@ fig = nh.lambda_sweep_figure(reported["table5_rpc_weight"], {k: t5[k] for k in c
 
 # %%
 variants = ("grpo", "grca", "grca_rpc")
-logs = nh.read_logs({PAPER_NAMES[v]: cfg.train_logs.format(variant=v) for v in variants})
+logs = read_logs({PAPER_NAMES[v]: cfg.train_logs.format(variant=v) for v in variants})
 if len(logs) < len(variants):
     print("no RL log for", [v for v in variants if PAPER_NAMES[v] not in logs],
           "-> produced by: dvc repro rl")  # fmt: skip
 if logs:
-    fig = nh.training_curves_figure(logs, title="RL runs (ours)", smooth=1 if fast else 5)
+    fig = training_curves_figure(logs, title="RL runs (ours)", smooth=1 if fast else 5)
 
 # %%
 png = Path(cfg.figures_dir) / "rl_reward_curves.png"
@@ -189,7 +199,7 @@ print(f"{png.relative_to(ROOT)}:", "present (written by the report stage)" if pn
 #    box. Plot them instead.
 
 # %%
-fig = nh.paper_vs_ours_figure(reported["table3_ablation"], t3, ("kpa3d", "pck3d", "spread3d"))
+fig = paper_vs_ours_figure(reported["table3_ablation"], t3, ("kpa3d", "pck3d", "spread3d"))
 
 # %% [markdown]
 # 2. **How much power do we need?** A verdict depends on our CI. Suppose (hypothetically,

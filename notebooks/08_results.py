@@ -39,15 +39,25 @@ import yaml
 
 from pointvl.config import DEFAULT_PARAMS, load_params, load_section
 from pointvl.data.build import BuildDatasetConfig, InstanceSpec, instance_seed, make_instance
-from pointvl.data.dataset import PointVLDataset
+from pointvl.data.dataset import PointVLDataset, instance_sample
 from pointvl.eval.metrics import per_sample_metrics
 from pointvl.eval.trivial import box_centre, centroid_mean_size
 from pointvl.schema import format_target
 from pointvl.stages.report import LANGUAGE, PAPER_NAMES, STRICT, ReportConfig, zeroshot_rows
-from pointvl.viz import notebook_helpers as nh
-from pointvl.viz.reprojection import reprojection_figure
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.reprojection import prediction_values, reprojection_figure
+from pointvl.viz.tables import (
+    load_eval_results,
+    ours_cell,
+    ours_rows,
+    paper_vs_ours_figure,
+    paper_vs_ours_html,
+    read_predictions,
+    results_status_html,
+)
 
-nh.notebook_setup()
+notebook_setup()
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 params = load_params(profile=profile)
 Q, M = params["schema"]["quant_bins"], params["schema"]["num_keypoints"]
@@ -73,11 +83,11 @@ FIGURES = ROOT / cfg.figures_dir
 
 # %%
 systems = ("sft", "grca", "grca_rpc")
-results = nh.load_eval_results(cfg.metrics_dir, systems)
-trivial = nh.load_eval_results(cfg.metrics_dir, ["trivial"])["trivial"] or {}
+results = load_eval_results(cfg.metrics_dir, systems)
+trivial = load_eval_results(cfg.metrics_dir, ["trivial"])["trivial"] or {}
 make = {s: f"python -m pointvl.stages.evaluate --params params.yaml --system {s}" for s in systems}
 status = {**results, "trivial predictors": trivial or None}
-nh.results_status_html(status, {**make, "trivial predictors": "dvc repro eval_trivial"})
+results_status_html(status, {**make, "trivial predictors": "dvc repro eval_trivial"})
 
 # %% [markdown]
 # ## Table 1: 2D grounding vs 2D VLMs (Sec. 4.4.1)
@@ -90,11 +100,11 @@ nh.results_status_html(status, {**make, "trivial predictors": "dvc repro eval_tr
 
 # %%
 main = {"grca_rpc": "PointVL-3D (GRCA + RPC)"}
-t1 = nh.ours_rows(results, main, ("iou2d", "kpa2d"))
+t1 = ours_rows(results, main, ("iou2d", "kpa2d"))
 zs_rows, zs_notes = zeroshot_rows(Path(cfg.zeroshot))
 t1 |= zs_rows
 print("\n".join(zs_notes) or "zero-shot rows: all ran")
-nh.paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
+paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
 
 # %% [markdown]
 # ## Table 2: 3D grounding vs 3D models (Sec. 4.4.2)
@@ -113,15 +123,15 @@ nh.paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
 
 # %%
 metrics2 = ("iou3d", "kpa3d", "rpc", *STRICT)
-t2 = nh.ours_rows(results, main, metrics2)
-baselines = nh.load_eval_results(cfg.metrics_dir, list(cfg.baselines.values()))
-t2 |= {row: {m: nh.ours_cell(baselines.get(s), m) for m in metrics2}
+t2 = ours_rows(results, main, metrics2)
+baselines = load_eval_results(cfg.metrics_dir, list(cfg.baselines.values()))
+t2 |= {row: {m: ours_cell(baselines.get(s), m) for m in metrics2}
        for row, s in cfg.baselines.items()}  # fmt: skip
-t2 |= {name: {m: nh.ours_cell(row, m) for m in metrics2} for name, row in trivial.items()}
-nh.paper_vs_ours_html(t2, reported["table2_3d_grounding"], metrics2)
+t2 |= {name: {m: ours_cell(row, m) for m in metrics2} for name, row in trivial.items()}
+paper_vs_ours_html(t2, reported["table2_3d_grounding"], metrics2)
 
 # %%
-fig = nh.paper_vs_ours_figure(reported["table2_3d_grounding"], t2, ("iou3d", "kpa3d", "rpc"),
+fig = paper_vs_ours_figure(reported["table2_3d_grounding"], t2, ("iou3d", "kpa3d", "rpc"),
                               title="Table 2: paper (grey) and ours (blue, 95% CI)")  # fmt: skip
 
 # %% [markdown]
@@ -132,8 +142,8 @@ fig = nh.paper_vs_ours_figure(reported["table2_3d_grounding"], t2, ("iou3d", "kp
 # Our BERTScore uses a local MiniLM encoder: its absolute values are not comparable.
 
 # %%
-t4 = nh.ours_rows(results, {s: PAPER_NAMES[s] for s in systems}, LANGUAGE)
-nh.paper_vs_ours_html(t4, reported["table4_language"], LANGUAGE[:7] + ("bertscore", "qa_acc"))
+t4 = ours_rows(results, {s: PAPER_NAMES[s] for s in systems}, LANGUAGE)
+paper_vs_ours_html(t4, reported["table4_language"], LANGUAGE[:7] + ("bertscore", "qa_acc"))
 
 # %% [markdown]
 # ## Figure 3 on our sample (Sec. 4.6)
@@ -174,7 +184,7 @@ for name in ("figure3.png", "routed_advantages_real.png"):
 # KPA-2D of 1.0 mean nothing.
 
 # %%
-preds = nh.read_predictions(Path(cfg.predictions_dir) / "grca_rpc.jsonl")
+preds = read_predictions(Path(cfg.predictions_dir) / "grca_rpc.jsonl")
 k = 2 if fast else 6
 have_model = bool(preds) and (Path(cfg.data_dir) / "manifest.json").is_file()
 if have_model:
@@ -189,9 +199,7 @@ if not have_model:  # objects built here; the trivial predictor copies the 2D fi
     bcfg = load_section(DEFAULT_PARAMS, "build_dataset", BuildDatasetConfig, profile)
     specs = [InstanceSpec("test", i, c, instance_seed(seed, "test", i))
              for i, c in enumerate(("chair", "car", "table", "lamp", "mug", "airplane")[:k])]  # fmt: skip
-    samples = [
-        {**nh.instance_sample(make_instance(s, bcfg, Q)), "answer": s.category} for s in specs
-    ]
+    samples = [{**instance_sample(make_instance(s, bcfg, Q)), "answer": s.category} for s in specs]
     clouds = [s["points"][:, :3] for s in samples]
     texts, source = centroid_mean_size(samples, samples, Q, clouds), "trivial: centroid + mean size"
 print(f"drawing {len(samples)} objects, predictions from: {source}")
@@ -200,11 +208,11 @@ print(f"drawing {len(samples)} objects, predictions from: {source}")
 targets = [{**s, "answer": s.get("answer", "")} for s in samples]
 per = per_sample_metrics(texts, targets, Q)
 cols = ("iou2d", "iou3d", "kpa2d", "kpa3d", "rpc", "pck3d", "parse_fail")
-nh.html_table([[s["uid"], s["category"], *(per[m][i] for m in cols)] for i, s in
+html_table([[s["uid"], s["category"], *(per[m][i] for m in cols)] for i, s in
                enumerate(samples)], ["uid", "category", *cols])  # fmt: skip
 
 # %%
-pred_values = [nh.prediction_values(t, Q, M) for t in texts]
+pred_values = [prediction_values(t, Q, M) for t in texts]
 reprojection_figure(samples, predictions=pred_values, max_points=1024 if fast else 2048)
 
 # %% [markdown]
@@ -245,7 +253,7 @@ display(Markdown(table3v.read_text() if table3v.is_file() else
 # %%
 vdata = ROOT / vev.data_dir.format(profile=profile)
 vpred_path = ROOT / vev.predictions_dir / f"{vt.arms[-1]}_seed{vt.seeds[0]}.jsonl"
-vpreds = nh.read_predictions(vpred_path)
+vpreds = read_predictions(vpred_path)
 if vpreds and (vdata / "manifest.json").is_file():
     vds = PointVLDataset(vdata, "test")
     vsamples = [s for s in (vds[i] for i in range(min(len(vds), 4 * k))) if s["uid"] in vpreds][:k]
@@ -255,7 +263,7 @@ else:
     vcfg = load_section(VIEW_PARAMS, "build_dataset", BuildDatasetConfig, profile)
     vspecs = [InstanceSpec("test", i, c, instance_seed(seed, "test", i))
               for i, c in enumerate(("chair", "car", "table", "lamp", "mug", "airplane")[:k])]  # fmt: skip
-    vsamples = [{**nh.instance_sample(make_instance(s, vcfg, Q)), "answer": s.category}
+    vsamples = [{**instance_sample(make_instance(s, vcfg, Q)), "answer": s.category}
                 for s in vspecs]  # fmt: skip
     vtexts = cloud_fps(vsamples, vsamples, Q, [s["points"][:, :3] for s in vsamples])
     vsource = "trivial: visible-cloud AABB + FPS (no learning)"
@@ -264,9 +272,9 @@ else:
 print(f"drawing {len(vsamples)} view objects, predictions from: {vsource}")
 vper = per_sample_metrics(vtexts, [{**s, "answer": s.get("answer", "")} for s in vsamples], Q)
 vcols = ("pck3d", "chamfer3d", "kpa3d", "spread3d", "iou3d", "rpc", "parse_fail")
-nh.html_table([[s["uid"], s["category"], *(vper[m][i] for m in vcols)] for i, s in
+html_table([[s["uid"], s["category"], *(vper[m][i] for m in vcols)] for i, s in
                enumerate(vsamples)], ["uid", "category", *vcols])  # fmt: skip
-reprojection_figure(vsamples, predictions=[nh.prediction_values(t, Q, M) for t in vtexts],
+reprojection_figure(vsamples, predictions=[prediction_values(t, Q, M) for t in vtexts],
                     max_points=1024 if fast else 2048)  # fmt: skip
 
 # %% [markdown]
@@ -299,10 +307,10 @@ for m in ("iou2d", "iou3d", "rpc"):
 #    predictions on the same objects and compare with GRCA + RPC (Table 3's first row).
 
 # %%
-sft_preds = nh.read_predictions(Path(cfg.predictions_dir) / "sft.jsonl")
+sft_preds = read_predictions(Path(cfg.predictions_dir) / "sft.jsonl")
 drawn = [s for s in samples if s["uid"] in sft_preds]
 print(f"SFT predictions for {len(drawn)} of the drawn objects" if drawn else
       "no SFT predictions for these objects -> python -m pointvl.stages.evaluate --system sft")  # fmt: skip
 if drawn:
-    sft_values = [nh.prediction_values(sft_preds[s["uid"]]["completion"], Q, M) for s in drawn]
+    sft_values = [prediction_values(sft_preds[s["uid"]]["completion"], Q, M) for s in drawn]
     reprojection_figure(drawn, predictions=sft_values).show()

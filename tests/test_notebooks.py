@@ -174,7 +174,7 @@ def test_token_partition_html_keeps_every_character_in_order():
     from pointvl.demo import demo_completions, demo_target
     from pointvl.schema import parse_output
     from pointvl.spans import field_token_ids
-    from pointvl.viz.notebook_helpers import token_partition_html
+    from pointvl.viz.partition import token_partition_html
 
     for text in demo_completions(demo_target(0), 100)[3:6]:
         cuts = np.arange(0, len(text) + 3, 3).clip(max=len(text))  # 3-character "tokens"

@@ -5,9 +5,10 @@
 ``notebooks/<name>.py`` (py:percent, the source of truth; no ``.ipynb`` is committed) ->
 ``jupytext`` -> a temporary ``.ipynb`` -> Papermill, which injects the ``parameters`` cell
 values ``profile``, ``fast`` and ``seed`` -> ``results/notebooks/<name>.ipynb`` (executed,
-with outputs) and ``results/notebooks/<name>.html`` (nbconvert, require.js / MathJax links
-removed, Plotly inlined by ``viz.notebook_helpers.notebook_setup``: opens offline). Both
-files are written atomically (temporary file, then rename): a failed run leaves the previous
+with outputs; Plotly figures as their own MIME type plus an HTML fallback, see
+``pointvl.viz.notebook``) and ``results/notebooks/<name>.html`` (``pointvl.viz.page``: MathJax
+and one plotly.js served from ``results/_static/``, no network: opens offline). Both files
+are written atomically (temporary file, then rename): a failed run leaves the previous
 results untouched. The kernel runs in ``notebooks/`` (as ``make lab`` does) with
 ``POINTVL_NOTEBOOK_EXECUTED=1`` in its environment and this checkout first on ``PYTHONPATH``.
 """
@@ -18,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -26,7 +26,8 @@ from pathlib import Path
 
 from pointvl.config import ConfigError, load_params, load_section
 from pointvl.io import atomic_write_text
-from pointvl.viz.notebook_helpers import EXECUTED_ENV
+from pointvl.viz.notebook import EXECUTED_ENV
+from pointvl.viz.page import export_notebook
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -72,20 +73,6 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
-# <script src="https://..."></script>: e.g. the MathJax CDN tag Plotly's "notebook" renderer
-# always emits (only needed for LaTeX inside figures; offline it would just fail to load)
-_REMOTE_SCRIPT = re.compile(r"<script[^>]*\ssrc=[\"']https?://[^>]*>\s*</script>", re.IGNORECASE)
-
-
-def html_export(ipynb_path: str | os.PathLike) -> str:
-    """nbconvert HTML with no CDN links: require.js / MathJax URLs emptied, remote scripts cut."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(require_js_url="", mathjax_url="")
-    body, _ = exporter.from_filename(str(ipynb_path))
-    return _REMOTE_SCRIPT.sub("", body)
-
-
 def run_notebook(
     name: str, cfg: NotebookConfig, profile: str, extra_params: dict | None = None
 ) -> dict:
@@ -127,7 +114,7 @@ def run_notebook(
                 log_output=False,
                 execution_timeout=cfg.cell_timeout,
             )
-        html = html_export(nb_out) if cfg.html else None
+        html = export_notebook(nb_out, out_dir / f"{name}.html") if cfg.html else None
         ipynb_path = atomic_write_text(out_dir / f"{name}.ipynb", nb_out.read_text())
         html_path = atomic_write_text(out_dir / f"{name}.html", html) if html else None
     for path in (ipynb_path, html_path):
