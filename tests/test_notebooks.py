@@ -6,7 +6,9 @@ and its HTML export is checked to open offline. Structure checks: a ``parameters
 cell with ``profile``, ``fast``, ``seed``; a first cell naming the paper section; a last
 section "What to try next" with code that runs; no function or class defined in a notebook
 (the package is the source of truth). Committed ``.ipynb`` files must carry no outputs and,
-next to a ``.py``, be in sync with it.
+next to a ``.py``, be in sync with it. Where Debian's ``chromium`` is installed (the set-up
+installs it), each exported page is opened headless and must show no console error, no blank
+figure and no raw TeX (``pointvl.viz.pagecheck``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 
 from pointvl.paper_map import load_map, to_markdown, write_markdown
 from pointvl.stages.notebook import NOTEBOOK_DIR, NotebookConfig, notebook_names, run_notebook
+from pointvl.viz.pagecheck import check_page, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = notebook_names()
@@ -55,8 +58,15 @@ def _check_executed(ipynb: Path, html: Path, name: str) -> None:
     assert injected and "fast = True" in injected[0].source
     page = html.read_text()
     assert not REMOTE_SCRIPT.search(page), f"{name}.html loads a script from the network"
-    if "plotly" in "".join(c.source for c in code):
-        assert "Plotly.newPlot" in page  # the figure is in the HTML, plotly.js inlined
+    assert page.count("# Parameters") == 1, f"{name}.html shows the parameters cell twice"
+    if "plotly" in "".join(c.source for c in code) or "ReprojectionView" in page:
+        mimes = {k for c in code for o in c.get("outputs", []) for k in o.get("data", {})}
+        assert "application/vnd.plotly.v1+json" in mimes, f"{name}: no Plotly MIME output"
+        assert "Plotly.newPlot" in page or "Plotly.react" in page  # the HTML fallback
+        assert page.count("plotly.min.js") == 1 and "_static/plotly.min.js" in page
+    if chromium() is not None:  # what a reader's browser shows (CI installs chromium)
+        report = check_page(html)
+        assert report.ok, report.summary()
 
 
 def test_notebooks_exist():

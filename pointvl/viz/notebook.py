@@ -35,6 +35,10 @@ def silence_known_warnings() -> None:
     for category, message, module in QUIET:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:  # DeepSpeed warns when it has to guess the device
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     try:
         from transformers.utils import logging as hf_logging
 
