@@ -29,8 +29,9 @@
 #         └─ E goes here   └─ H_i goes here (Qwen's own path) ─► language model ─► JSON
 # ```
 #
-# We build the **tiny** profile (random init, about 1 M parameters, CPU) from the same code
-# path as the paper's 3B model; only sizes differ. All code is in `pointvl.model`.
+# We build the **tiny** profile (about 1 M parameters, CPU; random init, or the SFT checkpoint
+# when it is here) from the same code path as the paper's 3B model; only sizes differ. All
+# code is in `pointvl.model`.
 
 # %% tags=["parameters"]
 profile = "tiny"
@@ -48,6 +49,7 @@ from transformers import AutoTokenizer
 from pointvl.config import DEFAULT_PARAMS, load_params, load_section
 from pointvl.data.build import BuildDatasetConfig, InstanceSpec, instance_seed, make_instance
 from pointvl.data.dataset import instance_sample
+from pointvl.eval.generate import load_checkpoint
 from pointvl.geometry import project_points
 from pointvl.model import ModelConfig, build_tiny_policy, train_bpe_tokenizer
 from pointvl.model.point_bert import group_points
@@ -95,13 +97,23 @@ print(
 #
 # `build_tiny_policy` builds a `PointVLForConditionalGeneration` (a subclass of
 # `Qwen2_5_VLForConditionalGeneration`: generation, M-RoPE and caching are inherited) and
-# its processor. Parameters per block, ours beside the paper size's. The paper column is read
-# from `results/bench/model.json` (counted by `benchmarks/` on the written-out Qwen2.5-VL-3B
+# its processor. When this profile's SFT checkpoint is here (`dvc repro sft`, or `dvc pull`
+# from a remote), the notebook loads it instead (`load_checkpoint`): same blocks, trained
+# weights, so the attention maps and the generation below are the trained model's.
+# Parameters per block, ours beside the paper size's. The paper column is read from
+# `results/bench/model.json` (counted by `benchmarks/` on the written-out Qwen2.5-VL-3B
 # config + published Point-BERT, not loaded weights); Sec. 4.2 freezes Point-BERT.
 
 # %%
-model, proc = build_tiny_policy(tok, mcfg, seed=seed)
-model.eval()
+ckpt = ROOT / params["sft"]["out_dir"].format(profile=profile) / "final"
+trained = ckpt.is_dir() and not fast
+if trained:
+    model, proc = load_checkpoint(ckpt)  # eval mode
+    tok = proc.tokenizer
+else:
+    model, proc = build_tiny_policy(tok, mcfg, seed=seed)
+    model.eval()
+print(f"policy: {'trained, ' + str(ckpt.relative_to(ROOT)) if trained else 'random init'}")
 ours = param_counts(model)
 bench = ROOT / "results/bench/model.json"
 paper = json.loads(bench.read_text())["paper_params"]["params"] if bench.is_file() else {}
@@ -198,11 +210,11 @@ print(f"fused kernel vs explicit softmax: max |ΔH_f| = {(h_f - h_f_explicit).ab
 
 # %% [markdown]
 # One point token (the group drawn with a white star: its FPS centre projected through the
-# object's K, R, t) and its weights over the I image tokens, per head. **Random init**: the
+# object's K, R, t) and its weights over the I image tokens, per head. **At random init** the
 # weights are close to uniform (1/I each; the colour scale spans only their small range) and
-# differ between object and background tokens only because those image tokens differ: nothing
-# is learned yet. Training is what lets a point token pick up the texture and colour at its
-# location.
+# differ between object and background tokens only because those image tokens differ.
+# Training is what lets a point token pick up the texture and colour at its location;
+# with the SFT checkpoint loaded, compare the maximum weight with 1/I.
 
 # %%
 g = int(torch.argmax(centers[0, :, 1]))  # the highest centre of the first object
@@ -232,7 +244,7 @@ print(f"get_point_features agrees: max |ΔE| = {(E - E_chain).abs().max():.1e}")
 # `forward` embeds the prompt, writes E into the P `<|point_pad|>` slots (row b gets
 # E[b]), lets Qwen place H_i at the `<|image_pad|>` slots, and runs the language model.
 # Point tokens get text-type M-RoPE positions **[reconstruction]**. With labels, the loss is
-# Eq. (5); at random init it is about log |V|.
+# Eq. (5); at random init it is about log |V|, after SFT far below it.
 
 # %%
 with torch.no_grad():
@@ -252,8 +264,8 @@ print(
 #
 # `generate` is Qwen's; `point_clouds` rides along in the batch and is consumed at prefill.
 # The completion is decoded and parsed with `pointvl.schema.parse_output` (the parser the
-# rewards use). **The weights are random: expect garbage and a parse error per field.** After
-# SFT (notebook 06) the same call writes the JSON of Eq. (1).
+# rewards use). With the SFT checkpoint it writes the JSON of Eq. (1); **with random weights
+# expect garbage and a parse error per field** (SFT is notebook 06).
 
 # %%
 gen_batch = proc.batch(samples, with_target=False)
