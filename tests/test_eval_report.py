@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from pointvl.eval.report import claim_sentence, claim_verdict, write_table
+from pointvl.eval.report import write_table
 
 PAPER = {
     "GRPO (broadcast reward)": {"iou3d": 0.684, "kpa3d": 0.890, "rpc": 0.841},
@@ -71,28 +71,3 @@ def test_cells_without_a_run_say_so(tables):
     pn = [r for r in csv_rows if r["system"] == "PointNet" and r["source"] == "ours"]
     assert pn and all(r["status"] == "no run" and r["mean"] == "" for r in pn)
     assert "GRCA − GRPO on KPA-3D: example." in tables["md"].read_text()
-
-
-@pytest.mark.parametrize(
-    "diff,lo,hi,paper,verdict",
-    [
-        (0.04, 0.01, 0.07, 0.04, "supports"),
-        (-0.03, -0.05, -0.01, 0.04, "contradicts"),
-        (0.00, -0.01, 0.01, 0.04, "contradicts"),  # paper's effect ruled out
-        (0.02, -0.02, 0.06, 0.04, "cannot test"),  # underpowered
-        (0.00, -0.01, 0.01, 0.0, "supports"),  # claimed tie
-        (0.03, 0.01, 0.05, 0.0, "contradicts"),
-        (float("nan"), float("nan"), float("nan"), 0.04, "cannot test"),
-        (0.04, 0.01, 0.07, None, "cannot test"),
-    ],
-)
-def test_claim_verdicts(diff, lo, hi, paper, verdict):
-    assert claim_verdict(diff, lo, hi, paper)[0] == verdict
-    s = claim_sentence("kpa3d", diff, lo, hi, paper)
-    assert s.startswith("GRCA − GRPO on KPA-3D: ")
-    assert (verdict in s) if verdict != "cannot test" else ("cannot test" in s)
-
-
-def test_claim_sentence_text():
-    s = claim_sentence("kpa3d", 0.04, 0.01, 0.07, 0.04)
-    assert "ours +0.040 [+0.010, +0.070], paper +0.040 -> supports" in s

@@ -197,3 +197,16 @@ def test_shape_mismatch_is_loud():
     enc = PointBertEncoder(tiny_point_bert_config())
     with pytest.raises(ValueError, match="shape"):
         load_point_bert_state_dict(enc, _fabricate(published_point_bert_keys()))
+
+
+def test_grouping_runs_in_fp32_when_the_encoder_is_bf16():
+    """A bf16 encoder groups the fp32 points (centres and neighbours as in fp32), then casts
+    the groups: in bf16, 8-bit mantissas tie distances and change the selection."""
+    cfg = tiny_point_bert_config(num_points=512, num_groups=32, group_size=16)
+    enc = PointBertEncoder(cfg).eval()
+    pts = torch.rand(2, 512, 6, generator=torch.Generator().manual_seed(0)) - 0.5
+    _, centers32 = group_points(pts[..., : cfg.in_channels], 32, 16)
+    _, centers_bf = enc.to(torch.bfloat16)(pts)
+    torch.testing.assert_close(centers_bf, centers32.to(torch.bfloat16), rtol=0, atol=0)
+    _, naive = group_points(pts[..., : cfg.in_channels].to(torch.bfloat16), 32, 16)
+    assert not torch.equal(naive, centers_bf)  # grouping bf16 points picks other centres

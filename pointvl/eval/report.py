@@ -5,18 +5,8 @@ column of the *paper's* numbers ("<metric> (paper)"); a paper number is never wr
 an "ours" column. A row with no run behind it says "no run" instead of a number; a number
 the paper does not report says "not reported".
 
-``claim_sentence`` states whether our run supports, contradicts, or cannot test one of the
-paper's comparisons (e.g. GRCA − GRPO on KPA-3D), from our paired-bootstrap difference
-and the paper's difference:
-
-- no run (our difference missing / NaN) or the paper reports no difference -> cannot test;
-- paper difference ≠ 0 (a claimed gain or loss):
-    our CI excludes 0 with the paper's sign -> supports;
-    our CI excludes 0 with the opposite sign -> contradicts;
-    our CI contains 0 but not the paper's difference -> contradicts (the effect the paper
-    reports is ruled out at this size);
-    our CI contains 0 and the paper's difference -> cannot test (not enough power);
-- paper difference = 0 (a claimed tie): our CI contains 0 -> supports; else contradicts.
+Claims (differences between systems with intervals over seeds, verdicts with δ) are
+``pointvl.eval.results``; their statistics ``pointvl.eval.stats``.
 """
 
 from __future__ import annotations
@@ -30,13 +20,7 @@ from typing import Any
 
 from pointvl.io import atomic_write_text
 
-__all__ = [
-    "METRIC_LABELS",
-    "claim_sentence",
-    "claim_verdict",
-    "rows_from_evaluate",
-    "write_table",
-]
+__all__ = ["METRIC_LABELS", "rows_from_evaluate", "write_table"]
 
 METRIC_LABELS = {
     "iou2d": "IoU2D",
@@ -240,54 +224,3 @@ def write_table(
     tex += [f"% {n}" for n in notes]
     paths["tex"] = atomic_write_text(out_dir / f"{name}.tex", "\n".join(tex) + "\n")
     return paths
-
-
-# ----------------------------------------------------------------------------- claims
-def claim_verdict(diff: Any, lo: Any, hi: Any, paper_diff: Any) -> tuple[str, str]:
-    """-> (verdict, reason); verdict in {"supports", "contradicts", "cannot test"}."""
-    if not all(_finite(x) for x in (diff, lo, hi)):
-        return "cannot test", "no run behind our side of the comparison"
-    if not _finite(paper_diff):
-        return "cannot test", "the paper reports no number for this comparison"
-    covers_zero = lo <= 0.0 <= hi
-    covers_paper = lo <= paper_diff <= hi
-    if paper_diff == 0.0:
-        if covers_zero:
-            return "supports", "the paper reports no difference and our CI contains 0"
-        return "contradicts", "the paper reports no difference but our CI excludes 0"
-    if not covers_zero:
-        if (lo > 0) == (paper_diff > 0):
-            return "supports", "our CI excludes 0 on the side of the paper's difference"
-        return "contradicts", "our CI excludes 0 on the opposite side of the paper's difference"
-    if not covers_paper:
-        return "contradicts", "our CI contains 0 and excludes the paper's difference"
-    return "cannot test", "our CI contains both 0 and the paper's difference (too little power)"
-
-
-def claim_sentence(
-    metric: str,
-    diff: Any,
-    lo: Any,
-    hi: Any,
-    paper_diff: Any,
-    systems: tuple[str, str] = ("GRCA", "GRPO"),
-    digits: int = 3,
-) -> str:
-    """One sentence: our paired difference with its CI, the paper's, and the verdict.
-
-    e.g. "GRCA − GRPO on KPA-3D: ours +0.040 [+0.010, +0.070], paper +0.040 -> supports
-    the paper's claim (our CI excludes 0 on the side of the paper's difference)."
-    """
-    verdict, reason = claim_verdict(diff, lo, hi, paper_diff)
-    head = f"{systems[0]} − {systems[1]} on {_label(metric)}: "
-    ours = (
-        f"ours {diff:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-        if all(_finite(x) for x in (diff, lo, hi))
-        else f"ours {NO_RUN}"
-    )
-    paper = f"paper {paper_diff:+.{digits}f}" if _finite(paper_diff) else f"paper {NOT_REPORTED}"
-    if verdict == "cannot test":
-        tail = f"cannot test the paper's claim ({reason})."
-    else:
-        tail = f"{verdict} the paper's claim ({reason})."
-    return f"{head}{ours}, {paper} -> {tail}"

@@ -148,10 +148,13 @@ def group_points(points: torch.Tensor, num_groups: int, group_size: int):
         raise ValueError(f"points: expected shape (B, N, >=3), got {tuple(points.shape)}")
     xyz = points[..., :3]  # (B, N, 3)
     batch = torch.arange(points.shape[0], device=points.device)[:, None]  # (B, 1)
-    center_idx = farthest_point_sample(xyz.detach(), num_groups)  # (B, G)
+    # the grouping is selection, not learning: in fp32 whatever the model's dtype (in bf16,
+    # 8-bit mantissas would tie distances and change which points are centres and neighbours)
+    xyz32 = xyz.detach().float()  # (B, N, 3)
+    center_idx = farthest_point_sample(xyz32, num_groups)  # (B, G)
     centers = xyz[batch, center_idx]  # (B, G, 3)
     with torch.no_grad():
-        dist = torch.cdist(centers.detach(), xyz.detach())  # (B, G, N)
+        dist = torch.cdist(xyz32[batch, center_idx], xyz32)  # (B, G, N)
         knn_idx = dist.topk(group_size, dim=-1, largest=False).indices  # (B, G, K)
     neighborhood = points[batch[..., None], knn_idx]  # (B, G, K, D)
     neighborhood = torch.cat(
@@ -279,8 +282,10 @@ class PointBertEncoder(nn.Module):
             raise ValueError(
                 f"points: expected shape (B, N, >={cfg.in_channels}), got {tuple(points.shape)}"
             )
-        points = points[..., : cfg.in_channels].to(self.reduce_dim.weight.dtype)  # (B, N, D)
+        dtype = self.reduce_dim.weight.dtype
+        points = points[..., : cfg.in_channels].float()  # (B, N, D) grouped in fp32
         neighborhood, centers = group_points(points, cfg.num_groups, cfg.group_size)
+        neighborhood, centers = neighborhood.to(dtype), centers.to(dtype)  # the weights' dtype
         tokens = self.reduce_dim(self.encoder(neighborhood))  # (B, G, C)
         B = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)  # (B, 1+G, C)

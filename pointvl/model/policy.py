@@ -166,6 +166,7 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         mm_encoder_outputs: dict | None = None,
         point_clouds: torch.Tensor | None = None,
         sample_index: torch.LongTensor | None = None,
+        return_hidden: bool = False,
         **kwargs,
     ):
         """Qwen2.5-VL's forward plus ``point_clouds`` (B, N, D): xyz (+ normals) per sample.
@@ -179,6 +180,9 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         distinct samples and row b uses sample ``sample_index[b]``. Point-BERT, the fusion and
         the vision tower then run U times instead of B; the result equals the forward on the
         repeated inputs (tested), gradients included.
+
+        ``return_hidden``: return the language model's output (``last_hidden_state`` (B, L, d))
+        without the LM head, for log-probs computed in chunks (``pointvl.train.logprobs``).
         """
         if point_clouds is not None:
             if input_ids is None:
@@ -222,6 +226,20 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             )  # (B, L, d_lm), rows in order: row b receives point_embeds[b]
         if mm_token_type_ids is None and input_ids is not None and image_grid_thw is not None:
             mm_token_type_ids = self.mm_token_type_ids(input_ids)  # (B, L)
+        if return_hidden:
+            return self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                inputs_embeds=inputs_embeds,
+                use_cache=use_cache,
+                pixel_values=pixel_values,
+                image_grid_thw=image_grid_thw,
+                mm_token_type_ids=mm_token_type_ids,
+                mm_encoder_outputs=mm_encoder_outputs,
+                **kwargs,
+            )
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -70,11 +70,12 @@ def _summary(records: list[dict], frac: float = 0.2) -> dict:
 
 
 def run_suffix(lam: float | None = None, seed: int | None = None, keypoints: str = "kpa") -> str:
-    """Folder suffix of a sweep point / repeat / arm: ``_kpm``, ``_lam0.1``, ``_seed2``, ..."""
+    """Folder suffix of a sweep point / repeat / arm: ``_kpm``, ``_lam0.1``, ``_seed2``, ...
+    (seed 0 is the base run: no suffix)."""
     return (
         ("_kpm" if keypoints == "matched" else "")
         + (f"_lam{lam:g}" if lam is not None else "")
-        + (f"_seed{seed}" if seed is not None else "")
+        + (f"_seed{seed}" if seed else "")
     )
 
 

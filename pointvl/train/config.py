@@ -169,6 +169,9 @@ class RLConfig:
     """Sample the validation prompts every N optimizer steps (and before the first)."""
     val_generations: int = 4
     """Completions per validation prompt."""
+    logprob_chunk_tokens: int = 0
+    """> 0: RL log-probs from hidden states with the LM head applied this many tokens at a
+    time (no (B, T, V) logits; the paper's vocabulary); 0: the ordinary forward."""
     max_train_prompts: int = 0
     """Use only the first N train samples as prompts (0 = all)."""
     qa_mode: str = "rotate"

@@ -30,7 +30,8 @@ class MetricsLogger(TrainerCallback):
     """Every ``on_log`` record -> one JSON line; ``on_train_end`` -> the complete log + CSV.
 
     Written by the main process only. The CSV has the union of keys (empty where absent), so
-    DVC plots and pandas read it directly. TensorBoard is handled by ``report_to``.
+    pandas reads it directly; validation records (``val/*``) also go to ``val.csv`` beside
+    it, whose columns are all filled (DVC plots). TensorBoard is handled by ``report_to``.
     """
 
     def __init__(self, jsonl_path: str | os.PathLike, csv_path: str | os.PathLike | None = None):
@@ -63,4 +64,8 @@ class MetricsLogger(TrainerCallback):
             return
         os.replace(self.partial, self.jsonl_path)
         if self.csv_path is not None:
-            write_csv(read_jsonl(self.jsonl_path), self.csv_path)
+            records = read_jsonl(self.jsonl_path)
+            write_csv(records, self.csv_path)
+            val = [r for r in records if "val/n" in r]
+            if val:  # the validation curve alone (DVC plots read it: no empty cells)
+                write_csv(val, self.csv_path.with_name("val.csv"))

@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 from trl.models import unwrap_model_for_generation
-from trl.trainer.utils import entropy_from_logits, pad, selective_log_softmax
+from trl.trainer.utils import pad, selective_log_softmax
 
 from pointvl.eval.generate import Sampling, decode
+from pointvl.train.logprobs import chunked_logps, masked_entropy
 
 EXTRA_PREFIX = "extra."
 
@@ -99,6 +100,7 @@ class PointCloudInputs:
         group_key: str | None = None,
         freeze_batchnorm: bool = True,
         rollouts: str = "decode",
+        logprob_chunk_tokens: int = 0,
         **kwargs,
     ):
         self.model_input_keys = tuple(model_input_keys)
@@ -112,6 +114,7 @@ class PointCloudInputs:
         if rollouts not in ("decode", "trl"):
             raise ValueError(f"rollouts={rollouts!r}: expected 'decode' or 'trl'")
         self.rollouts = rollouts
+        self.logprob_chunk_tokens = int(logprob_chunk_tokens)
         self._model_extras: dict[str, torch.Tensor] = {}
         self._row_keys: list | None = None
         self._sampling_logps: torch.Tensor | None = None
@@ -269,22 +272,35 @@ class PointCloudInputs:
         for start in range(0, B, batch_size or B):
             end = min(start + (batch_size or B), B)
             ids = input_ids[start:end]  # (b, P + T)
+            targets = ids[:, -logits_to_keep:]  # (b, T)
+            kwargs = dict(
+                input_ids=ids,
+                attention_mask=attention_mask[start:end],
+                use_cache=False,
+                **self._shared_model_kwargs(model, start, end),
+            )
+            if self.logprob_chunk_tokens > 0:
+                with self.accelerator.autocast():
+                    hidden = model(**kwargs, return_hidden=True).last_hidden_state  # (b, L, d)
+                head = self.accelerator.unwrap_model(model).get_output_embeddings()
+                # position t predicts token t + 1
+                lp, ent = chunked_logps(
+                    hidden[:, -logits_to_keep - 1 : -1], head, targets, self.temperature,
+                    suppress, self.logprob_chunk_tokens, compute_entropy,
+                )  # fmt: skip
+                all_logps.append(lp)
+                if compute_entropy:
+                    all_entropies.append(ent)
+                continue
             with self.accelerator.autocast():
-                logits = model(
-                    input_ids=ids,
-                    attention_mask=attention_mask[start:end],
-                    logits_to_keep=logits_to_keep + 1,
-                    use_cache=False,
-                    **self._shared_model_kwargs(model, start, end),
-                ).logits  # (b, T + 1, V)
+                logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (b, T+1, V)
             # position t predicts token t + 1: drop the last, scale by the sampling temperature
             logits = logits[:, :-1, :] / self.temperature  # (b, T, V)
+            if compute_entropy:
+                all_entropies.append(masked_entropy(logits.detach(), suppress))  # (b, T)
             if suppress:
                 logits[..., suppress] = -float("inf")  # never sampled: probability 0
-            all_logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))  # (b, T)
-            if compute_entropy:
-                with torch.no_grad():
-                    all_entropies.append(entropy_from_logits(logits))  # (b, T)
+            all_logps.append(selective_log_softmax(logits, targets))  # (b, T)
         logps = torch.cat(all_logps, dim=0)  # (B, T)
         self._log_logp_gap(logps, attention_mask[:, -logits_to_keep:])
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None

@@ -153,6 +153,7 @@ def build_rl_trainer(
         model_inputs_fn=inputs,
         extra_columns=("index",),
         group_key="index",
+        logprob_chunk_tokens=cfg.logprob_chunk_tokens,
         callbacks=[CompleteMarker(), *callbacks],
     )
 
