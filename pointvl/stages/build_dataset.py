@@ -16,7 +16,7 @@ import logging
 from pointvl.config import ConfigError, SchemaConfig, load_params, load_section
 from pointvl.data.build import BuildDatasetConfig, build
 from pointvl.data.dataset import read_manifest
-from pointvl.io import atomic_write_json
+from pointvl.io import write_metrics
 
 
 def write_figures(data_dir, figures_dir, n: int) -> list[str]:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["out_dir"] = str(out)
     if cfg.figure_samples > 0:
         metrics["figures"] = write_figures(out, args.figures or cfg.figures_dir, cfg.figure_samples)
-    atomic_write_json(args.metrics or cfg.metrics, metrics)
+    write_metrics(args.metrics or cfg.metrics, metrics)  # timings, paths: <stem>.run.json
     print(json.dumps(metrics, indent=2))
     return metrics
 

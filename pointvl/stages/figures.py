@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pointvl.config import ConfigError, SchemaConfig, load_params, load_section
 from pointvl.credit import BACKGROUND_MODES, CreditConfig
-from pointvl.io import atomic_write_json
+from pointvl.io import write_metrics
 from pointvl.step import Scoring
 
 SYSTEM_NAMES = {"grca_rpc": "GRCA + RPC", "grca": "GRCA", "grpo": "GRPO", "sft": "SFT"}
@@ -220,7 +220,7 @@ def run(cfg: FiguresConfig, schema: SchemaConfig, profile: str) -> dict:
         metrics.update(write_heatmap(cfg, ds, schema, profile, Path(tmp)))
         _publish(Path(tmp), out_dir)
     metrics["wall_s"] = time.perf_counter() - t0
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics)  # timings go to <stem>.run.json
     return metrics
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pointvl.config import ConfigError, load_section
+from pointvl.io import write_metrics
 from pointvl.model.tokenizer import (
     CHAT_TEMPLATE,
     EXTRA_SPECIAL_TOKENS,
@@ -108,8 +109,7 @@ def run(cfg: TrainTokenizerConfig, texts: list[str] | None = None) -> dict:
         ),
         "special_token_ids": special_token_ids(tok),
     }
-    Path(cfg.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.metrics).write_text(json.dumps(metrics, indent=2))
+    write_metrics(cfg.metrics, metrics)  # the source name goes to <stem>.run.json
     return metrics
 
 
