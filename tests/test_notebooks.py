@@ -121,7 +121,7 @@ def test_committed_ipynb_have_no_outputs_and_match_their_py():
         nb = nbformat.read(path, as_version=4)
         if path in tracked:
             outputs = [c for c in nb.cells if c.cell_type == "code" and c.get("outputs")]
-            assert not outputs, f"{path.name} is committed with outputs (run nbstripout)"
+            assert not outputs, f"{path.name} has outputs (nbconvert --clear-output)"
         py = path.with_suffix(".py")
         if py.is_file():  # paired: same cells, same sources
             paired = jupytext.read(py)
