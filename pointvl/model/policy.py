@@ -314,6 +314,10 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
 
 
 # Auto classes: TRL rebuilds the reference model via AutoConfig + AutoModelForCausalLM.
+# A checkpoint folder holds weights and configs but no code, so its config has no ``auto_map``
+# (remote code would mean copying this package into every checkpoint): ``import pointvl.model``
+# first, then AutoConfig / AutoModelForCausalLM / AutoModelForImageTextToText / AutoProcessor
+# .from_pretrained(folder) return our classes (the processor registers in processor.py).
 AutoConfig.register("pointvl", PointVLConfig, exist_ok=True)
 AutoModelForCausalLM.register(PointVLConfig, PointVLForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(PointVLConfig, PointVLForConditionalGeneration, exist_ok=True)
