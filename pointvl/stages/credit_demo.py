@@ -6,7 +6,7 @@ Pipeline (the rl step of DESIGN.md, without a model): a group of G = 8 written c
 (``pointvl.demo``), BPE-encoded + end-of-turn -> ``pointvl.step.score_and_route`` (parse,
 Eq. 8 and 13 rewards, token offsets, field ids, grpo / grca / grca_rpc advantages, Eqs. 6-14).
 
-Writes ``<out_dir>/advantages.html`` (offline Plotly), ``advantages.png``, ``group.json``
+Writes ``<out_dir>/advantages.html`` (offline Plotly, the shared plotly.js of ``pointvl.viz.page``), ``advantages.png``, ``group.json``
 (completions, tokens, field ids, rewards, advantages) and the metrics JSON.
 """
 
@@ -24,6 +24,7 @@ from pointvl.io import atomic_dir, atomic_write_json
 from pointvl.schema import GEOMETRIC_FIELDS
 from pointvl.step import compare_to_broadcast, diagnostics
 from pointvl.viz.advantages import advantage_figure, advantage_png
+from pointvl.viz.page import write_figure
 from pointvl.viz.routed_group import VARIANTS
 
 
@@ -52,7 +53,7 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
             labels,
             title=f"Per-token advantages of one group (G={G}, λ={cfg.lam})",
         )
-        fig.write_html(out / "advantages.html", include_plotlyjs=True, full_html=True, div_id="adv")
+        write_figure(fig, out / "advantages.html", div_id="adv")  # links the shared plotly.js
         advantage_png(
             out / "advantages.png",
             panels,

@@ -17,7 +17,8 @@ from pointvl.schema import FIELDS, GEOMETRIC_FIELDS
 from pointvl.viz.html import Html, html_table
 
 FIELD_NAMES = ("background",) + GEOMETRIC_FIELDS
-# background, bbox2d, bbox3d, kpts2d, kpts3d (the hues of the advantage heatmaps' strip)
+# background, bbox2d, bbox3d, kpts2d, kpts3d: light tints, so the token text stays readable
+# (the heatmaps' partition strip uses the saturated viz.advantages.FIELD_COLORS)
 FIELD_COLORS = ("#e6e6e6", "#8dd3c7", "#fdb462", "#bebada", "#fb8072")
 
 
