@@ -212,3 +212,16 @@ def test_variance_helpers():
     assert sweep["V_b"][1] < sweep["V_r"][1] and sweep["condition_24"][1] < 0
     np.testing.assert_allclose(sweep["measured"], sweep["predicted"] + sweep["correction"])
     assert samples_needed(1.0, 0.01) == 100 and samples_needed(0.5, 1.0) == 1
+
+
+def test_another_profile_never_overwrites_the_committed_pages(tmp_path):
+    from pointvl.stages.notebook import committed_profile, output_dir
+
+    committed = committed_profile()
+    other = next(p for p in ("smoke", "tiny", "paper") if p != committed)
+    assert output_dir("results/notebooks", committed) == ROOT / "results/notebooks"
+    assert output_dir("results/notebooks", other) == ROOT / "results" / other / "notebooks"
+    assert output_dir(tmp_path, other) == tmp_path  # a folder of the caller's: as given
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"results/{other}/notebooks/x.html"],
+                             cwd=ROOT, check=False)  # fmt: skip
+    assert ignored.returncode == 0, f"results/{other}/ must be git-ignored"

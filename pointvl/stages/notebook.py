@@ -73,13 +73,35 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
+def committed_profile() -> str:
+    """The profile whose results this checkout commits: ``profile`` of params.yaml as written
+    (not ``POINTVL_PROFILE``, which only switches the Python side)."""
+    import yaml
+
+    return str(yaml.safe_load((ROOT / "params.yaml").read_text())["profile"])
+
+
+def output_dir(out_dir: str | os.PathLike, profile: str) -> Path:
+    """Where a run's pages go. A run of another profile than the checkout's (``--profile smoke``
+    on a ``tiny`` checkout) never overwrites the committed pages: ``results/notebooks`` becomes
+    ``results/<profile>/notebooks`` (git-ignored). Other folders are used as given."""
+    out = Path(out_dir)
+    out = out if out.is_absolute() else ROOT / out
+    committed = committed_profile()
+    results = (ROOT / "results").resolve()
+    if profile != committed and out.resolve().is_relative_to(results):
+        return results / profile / out.resolve().relative_to(results)
+    return out
+
+
 def run_notebook(
     name: str, cfg: NotebookConfig, profile: str, extra_params: dict | None = None
 ) -> dict:
     """Execute ``notebooks/<name>.py`` with Papermill; write ``<out_dir>/<name>.ipynb`` / ``.html``.
 
     ``extra_params`` overrides further names of the notebook's ``parameters`` cell (tests use
-    it, e.g. ``map_md`` of 00_overview, to keep writes out of the repository).
+    it, e.g. ``map_md`` of 00_overview, to keep writes out of the repository). Pages of another
+    profile than the checkout's go to ``results/<profile>/...`` (``output_dir``).
 
     Returns ``{"ipynb": path, "html": path or None, "seconds": wall time}``. Raises
     ``FileNotFoundError`` for an unknown name and Papermill's ``PapermillExecutionError``
@@ -92,9 +114,7 @@ def run_notebook(
     src = NOTEBOOK_DIR / f"{name}.py"
     if not src.is_file():
         raise FileNotFoundError(f"no notebook {src}; available: {notebook_names()}")
-    out_dir = Path(cfg.out_dir)
-    if not out_dir.is_absolute():
-        out_dir = ROOT / out_dir
+    out_dir = output_dir(cfg.out_dir, profile)
     params = {"profile": profile, "fast": bool(cfg.fast), "seed": int(cfg.seed)}
     params.update(extra_params or {})
     t0 = time.perf_counter()
