@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup repro test lint lab bench
+.PHONY: setup repro test lint lab bench gpu-check
 setup:
 	@bash scripts/setup.sh
 
@@ -30,3 +30,6 @@ lab: setup  ## JupyterLab on the project's kernel ("PointVL-3D"), headless; prin
 
 bench: setup
 	for b in benchmarks/bench_*.py; do python $$b || exit 1; done
+
+gpu-check: setup  ## the paper-size policy on one CUDA GPU: bf16 forward/backward, generation, 2 GRCA steps
+	python scripts/gpu_check.py

@@ -150,7 +150,7 @@ print(repr(proc.prompt_text(samples[0]["question"]).replace("<|point_pad|>" * P,
 
 # %%
 pc = batch["point_clouds"]  # (B, N, 6)
-G, K = mcfg.num_groups, mcfg.group_size
+G, K = mcfg.num_groups, mcfg.points_per_group
 neighborhood, centers = group_points(pc, G, K)  # (B, G, K, 6), (B, G, 3)
 print("neighborhood", tuple(neighborhood.shape), "(B, G, K, 6)  centers", tuple(centers.shape))
 grouping_figure(pc[0].numpy(), neighborhood[0], centers[0])

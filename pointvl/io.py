@@ -1,15 +1,29 @@
-"""Atomic writes: a half-written file or folder is never taken as complete."""
+"""Atomic writes: a half-written file or folder is never taken as complete.
+
+Every output is first written to a temporary sibling ``.<name>.<tag>.<random>.tmp`` and renamed
+over ``<name>`` only when whole. ``<tag>`` is ``<host>-<pid>`` of the writing process, so the
+next write of the same path removes the temporaries that a killed run (kill -9, power loss)
+left behind: those whose process no longer runs on this host (``remove_stale_temps``).
+Temporaries of live processes, and of other hosts sharing the folder, are left alone.
+"""
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+STALE_UNTAGGED_S = 24 * 3600
+"""A temporary without a host-pid tag (written before tags existed) is stale after a day."""
 
 
 def _umask() -> int:
@@ -18,22 +32,74 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+def _host() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _tag() -> str:
+    return f"{_host()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of ``path`` left by dead processes of this host; return them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        tag = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        host, _, pid = tag.partition("-")
+        if pid.isdigit():
+            stale = host == _host() and not _alive(int(pid))
+        else:
+            try:
+                stale = time.time() - tmp.lstat().st_mtime > STALE_UNTAGGED_S
+            except FileNotFoundError:
+                continue
+        if stale:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike):
+    """Yield a temporary file path beside ``path``; on success it replaces ``path`` (mode
+    0644 under the usual umask, not mkstemp's 0600), on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_tag()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is world-readable
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -41,12 +107,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, renamed into place."""
+    import torch
+
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary folder; on success it replaces ``path`` whole, on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_tag()}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o755)
     try:
         yield tmp

@@ -14,7 +14,7 @@ rounded pixels; 3D values live in the object's normalized frame (ShapeNet conven
 bounding-box diagonal, centred, so inside the cube [-0.5, 0.5]^3) and are quantized into
 ``Q`` bins. ``quantize_3d`` / ``dequantize_3d`` round-trip within half a bin.
 
-``parse_output`` never raises. It finds the JSON object in arbitrary model text (prose and
+``parse_output`` never raises and runs in linear time (``Brackets``). It finds the JSON object in arbitrary model text (prose and
 ```` ``` ```` fences around it are tolerated, a truncated object keeps the fields completed
 before the cut), and reports for each field its decoded value, the character span of the
 *value* (brackets / quotes included; the key, colon and comma belong to the background), and
@@ -24,8 +24,10 @@ value and no span (its tokens fall to the background) and earns reward 0.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +171,13 @@ class ParsedOutput:
 _DECODER = json.JSONDecoder()
 _WS = " \t\n\r"
 _MAX_OBJECT_TRIES = 32
+_STRING_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+# a whole string (to its closing quote, if any) or one bracket: the tokens of ``Brackets``
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+_OPEN_RUN = re.compile(r"[\[{]+")
+_VALUE_STOP = re.compile(r'["\[\]{},]')
+# a comma followed by one of our keys: where a malformed value is taken to end (resync)
+_RESYNC = re.compile(r',\s*"(?:' + "|".join(FIELDS) + r')"\s*:')
 
 
 def _skip_ws(text: str, i: int) -> int:
@@ -181,42 +190,115 @@ def _skip_ws(text: str, i: int) -> int:
 def skip_string(text: str, i: int) -> int:
     """``text[i]`` opens a JSON string: the index of its closing quote (``len(text)`` if none).
 
-    Escapes are honoured, so ``\\"`` does not close it.
+    Escapes are honoured, so ``\\"`` does not close it. One regex match (linear, in C).
     """
-    i, n = i + 1, len(text)
-    while i < n and text[i] != '"':
-        i += 2 if text[i] == "\\" else 1
-    return i
+    end = _STRING_BODY.match(text, i + 1).end()
+    return end if end < len(text) and text[end] == '"' else len(text)
 
 
-def _skip_value(text: str, i: int) -> int:
-    """Skip a (possibly malformed) value: stop at ',' or '}' at nesting depth 0, or at the end.
+def finite_number(v: Any) -> bool:
+    """A JSON number (not a bool) that is finite as a float64; False for huge integers."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond float64 (310+ digits)
+        return False
 
-    Strings are skipped as units (escapes honoured) so commas inside them do not count.
+
+class Brackets:
+    """The bracket structure of one text, computed lazily and once (linear in all).
+
+    ``close(j)``: index after the bracket that closes ``text[j]`` (any of ``[{`` / ``]}``,
+    types not matched, strings skipped), or None when it never closes. The answer depends on
+    ``j`` only (the scan from ``j`` starts outside any string), so every scan that meets the
+    bracket ``j`` shares it: trying many candidate objects in one text stays linear.
+    ``resync(i)``: the first ``, "<field>":`` at or after ``i`` (``len(text)`` if none).
     """
-    depth, n = 0, len(text)
+
+    def __init__(self, text: str):
+        self.text = text
+        self._close: dict[int, int | None] = {}
+        self._resync: list[int] | None = None
+        self._starts: list[int] = []  # where scans began (sorted): the only memoized brackets
+        # inside a run of opening brackets that the run's first bracket does not cover
+
+    def close(self, j: int) -> int | None:
+        text, memo, search = self.text, self._close, _TOKEN.search
+        if j in memo:
+            return memo[j]
+        bisect.insort(self._starts, j)
+        stack, i = [j], j + 1
+        while stack:
+            m = search(text, i)
+            if m is None:
+                break
+            k, i = m.start(), m.end()
+            c = text[k]
+            if c == '"':
+                continue  # a string token (up to its closing quote, or to the end)
+            if c == "[" or c == "{":
+                if k in memo:  # a bracket met before: jump over it
+                    if memo[k] is None:
+                        break
+                    i = memo[k]
+                else:  # a run of opening brackets up to the next scan start: pushed at once
+                    run_end = _OPEN_RUN.match(text, k).end()
+                    nxt = bisect.bisect_right(self._starts, k)
+                    if nxt < len(self._starts):
+                        run_end = min(run_end, self._starts[nxt])
+                    stack.extend(range(k, run_end))
+                    i = run_end
+            else:
+                memo[stack.pop()] = i
+        for k in stack:  # never closed
+            memo[k] = None
+        return memo[j]
+
+    def resync(self, i: int) -> int:
+        if self._resync is None:
+            self._resync = [m.start() for m in _RESYNC.finditer(self.text)]
+        pos = bisect.bisect_left(self._resync, i)
+        return self._resync[pos] if pos < len(self._resync) else len(self.text)
+
+
+def _skip_value(br: Brackets, i: int) -> int:
+    """Skip a (possibly malformed) value: stop at ',' or a closing bracket at depth 0, at the
+    end, or at the next ``, "<field>":`` (so one broken value does not swallow the fields
+    after it, e.g. an opening bracket that never closes).
+
+    Strings are skipped as units (escapes honoured) so commas inside them do not count; the
+    resync point is found without regard to strings (a malformed value followed by a string
+    that itself contains ``, "bbox3d":`` may end early: the fields are still checked one by one).
+    """
+    text, n = br.text, len(br.text)
+    start, stop = i, n
     while i < n:
-        c = text[i]
+        m = _VALUE_STOP.search(text, i)
+        if m is None:
+            break
+        k = m.start()
+        c = text[k]
         if c == '"':
-            i = skip_string(text, i)
+            i = skip_string(text, k) + 1
         elif c in "[{":
-            depth += 1
-        elif c in "]}":
-            if depth == 0:
-                return i
-            depth -= 1
-        elif c == "," and depth == 0:
-            return i
-        i += 1
-    return n
+            end = br.close(k)
+            if end is None:
+                break
+            i = end
+        else:
+            stop = k
+            break
+    return min(stop, br.resync(start))
 
 
-def _scan_object(text: str, start: int) -> tuple[list[tuple], int]:
+def _scan_object(br: Brackets, start: int) -> tuple[list[tuple], int]:
     """Scan the object opening at text[start] == '{' entry by entry.
 
     Returns ([(key, value_start, value_end, value, ok)], end). Tolerant: a bad entry is
     recorded as not ok and scanning resumes after it; a truncated object ends at len(text).
     """
+    text = br.text
     entries: list[tuple] = []
     n = len(text)
     i = start + 1
@@ -232,7 +314,7 @@ def _scan_object(text: str, start: int) -> tuple[list[tuple], int]:
             continue
         if c != '"':
             # Garbage where a key should be: skip to the next entry boundary.
-            j = _skip_value(text, i)
+            j = _skip_value(br, i)
             i = j if j > i else i + 1
             continue
         try:
@@ -250,10 +332,10 @@ def _scan_object(text: str, start: int) -> tuple[list[tuple], int]:
             nxt = _skip_ws(text, v_end)
             ok = nxt >= n or text[nxt] in ",}"
             if not ok:  # trailing junk after the value (e.g. "[1, 2]x"): malformed
-                v_end = _skip_value(text, v_end)
+                v_end = _skip_value(br, v_end)
         except (ValueError, RecursionError):
             value, ok = None, False
-            v_end = _skip_value(text, i)
+            v_end = _skip_value(br, i)
         entries.append((key, v_start, v_end, value, ok))
         i = v_end
 
@@ -262,7 +344,7 @@ def _candidate_starts(text: str) -> list[int]:
     """Where to look for the object: inside ``` fences first, then anywhere, in order."""
     starts: list[int] = []
     pos = text.find("```")
-    while pos != -1:
+    while pos != -1 and len(starts) < _MAX_OBJECT_TRIES:
         end = text.find("```", pos + 3)
         seg_end = end if end != -1 else len(text)
         brace = text.find("{", pos + 3, seg_end)
@@ -271,21 +353,19 @@ def _candidate_starts(text: str) -> list[int]:
         if end == -1:
             break
         pos = text.find("```", end + 3)
+    seen = set(starts)
     i = text.find("{")
     while i != -1 and len(starts) < _MAX_OBJECT_TRIES:
-        if i not in starts:
+        if i not in seen:
             starts.append(i)
         i = text.find("{", i + 1)
-    return starts[:_MAX_OBJECT_TRIES]
+    return starts
 
 
 def _validate(name: str, value: Any, num_keypoints: int | None) -> tuple[Any, str | None]:
     """Check one decoded value against the schema -> (value or None, error or None)."""
     if name in SEMANTIC_FIELDS:
         return (value, None) if isinstance(value, str) else (None, "wrong_type")
-
-    def is_num(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
 
     expected = FIELD_SHAPES[name]
     if expected[0] == "M":
@@ -304,20 +384,16 @@ def _validate(name: str, value: Any, num_keypoints: int | None) -> tuple[Any, st
         if len(value) != expected[0] or any(isinstance(v, list) for v in value):
             return None, "wrong_shape"
         flat = value
-    if not all(is_num(v) for v in flat):
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
         return None, "wrong_type"
-    if not all(math.isfinite(float(v)) for v in flat):
+    if not all(finite_number(v) for v in flat):  # NaN, Infinity, 1e400, 310-digit integers
         return None, "non_finite"
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except OverflowError:  # a huge JSON integer beyond float64
-        return None, "non_finite"
-    if not np.all(np.isfinite(arr)):
-        return None, "non_finite"
-    return arr, None
+    return np.asarray(value, dtype=np.float64), None
 
 
-def parse_output(text: Any, num_keypoints: int | None = NUM_KEYPOINTS) -> ParsedOutput:
+def parse_output(
+    text: Any, num_keypoints: int | None = NUM_KEYPOINTS, *, brackets: Brackets | None = None
+) -> ParsedOutput:
     """Parse a completion into per-field values, value spans and errors. Never raises.
 
     Object choice: the first '{' inside a ``` fence, else the first '{' in the text, whose
@@ -327,49 +403,63 @@ def parse_output(text: Any, num_keypoints: int | None = NUM_KEYPOINTS) -> Parsed
     - a valid value of the wrong type / shape / with NaN or Infinity -> ``wrong_type`` /
       ``wrong_shape`` / ``non_finite``; no value, no span;
     - keys outside the schema are ignored.
-    ``num_keypoints=None`` accepts any keypoint count >= 1.
+    ``num_keypoints=None`` accepts any keypoint count >= 1. A fault inside one value (a
+    310-digit integer, NaN, 5,000 nested or unclosed brackets, ...) costs that field only.
+    ``brackets``: a ``Brackets(text)`` to share with another parse of the same text.
     """
-    result = ParsedOutput(
+    try:
+        return parse_output_unguarded(text, num_keypoints, brackets=brackets)
+    except Exception:  # noqa: BLE001 - the contract is "never raises"; report no JSON
+        return _no_json()
+
+
+def _no_json() -> ParsedOutput:
+    return ParsedOutput(
         values={f: None for f in FIELDS},
         char_spans={f: None for f in FIELDS},
         errors={f: "no_json" for f in FIELDS},
     )
+
+
+def parse_output_unguarded(
+    text: Any, num_keypoints: int | None = NUM_KEYPOINTS, *, brackets: Brackets | None = None
+) -> ParsedOutput:
+    """``parse_output`` without its last-resort guard: an exception here is a parser bug
+    (``scripts/reliability.py`` counts them on fuzzed text; there should be none)."""
+    result = _no_json()
     if not isinstance(text, str):
         return result
-    try:
-        chosen = None
-        for start in _candidate_starts(text):
-            entries, end = _scan_object(text, start)
-            if any(e[0] in FIELDS for e in entries):
-                chosen = (start, end, entries)
-                break
-        if chosen is None:
-            return result
-        start, end, entries = chosen
-        result.json_span = (start, end)
-        counts: dict[str, int] = {}
-        for e in entries:
-            counts[e[0]] = counts.get(e[0], 0) + 1
-        for name in FIELDS:
-            if counts.get(name, 0) == 0:
-                result.errors[name] = "missing"
-                continue
-            if counts[name] > 1:
-                result.errors[name] = "duplicate"
-                continue
-            _, v_start, v_end, value, ok = next(e for e in entries if e[0] == name)
-            if not ok:
-                result.errors[name] = "malformed"
-                continue
+    chosen = None
+    br = brackets if brackets is not None and brackets.text is text else Brackets(text)
+    for start in _candidate_starts(text):
+        entries, end = _scan_object(br, start)
+        if any(e[0] in FIELDS for e in entries):
+            chosen = (start, end, entries)
+            break
+    if chosen is None:
+        return result
+    start, end, entries = chosen
+    result.json_span = (start, end)
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e[0]] = counts.get(e[0], 0) + 1
+    for name in FIELDS:
+        if counts.get(name, 0) == 0:
+            result.errors[name] = "missing"
+            continue
+        if counts[name] > 1:
+            result.errors[name] = "duplicate"
+            continue
+        _, v_start, v_end, value, ok = next(e for e in entries if e[0] == name)
+        if not ok:
+            result.errors[name] = "malformed"
+            continue
+        try:  # a fault inside one value never costs the other fields
             decoded, err = _validate(name, value, num_keypoints)
-            result.errors[name] = err
-            if err is None:
-                result.values[name] = decoded
-                result.char_spans[name] = (v_start, v_end)
-    except Exception:  # noqa: BLE001 - the contract is "never raises"; report no JSON
-        return ParsedOutput(
-            values={f: None for f in FIELDS},
-            char_spans={f: None for f in FIELDS},
-            errors={f: "no_json" for f in FIELDS},
-        )
+        except Exception:  # noqa: BLE001
+            decoded, err = None, "malformed"
+        result.errors[name] = err
+        if err is None:
+            result.values[name] = decoded
+            result.char_spans[name] = (v_start, v_end)
     return result

@@ -20,10 +20,11 @@ from pointvl.baselines import (
     hungarian_loss,
     regression_loss,
 )
+from pointvl.baselines.experiment import BASELINE_NAMES, BaselineConfig
+from pointvl.baselines.experiment import run_baseline as run
 from pointvl.baselines.pointnet2 import ball_query
-from pointvl.config import ConfigError
+from pointvl.config import ConfigError, from_dict
 from pointvl.eval.trivial import REPORTED_METRICS
-from pointvl.stages.baseline import BASELINE_NAMES, BaselineConfig, run
 
 ROOT = Path(__file__).resolve().parent.parent
 M = 16
@@ -31,7 +32,9 @@ M = 16
 
 def small(name: str):
     """The CPU-profile backbone sizes, Point-BERT with 8 groups of 8 for 64-point clouds."""
-    size = {"num_points": 64, "num_groups": 8, "group_size": 8} if name == "pointbert" else None
+    size = (
+        {"num_points": 64, "num_groups": 8, "points_per_group": 8} if name == "pointbert" else None
+    )
     return build_baseline(name, M, 6, size)
 
 
@@ -120,7 +123,7 @@ def test_bad_values_raise_config_errors_naming_them():
     with pytest.raises(ConfigError, match="'pointnet3'"):
         run(BaselineConfig(), "pointnet3", "smoke")
     with pytest.raises(ConfigError, match="keypoint_loss='l2'"):
-        BaselineConfig(keypoint_loss="l2").validate()
+        from_dict(BaselineConfig, {"keypoint_loss": "l2"}, "baselines")
     with pytest.raises(ConfigError, match=r"sizes.pointnet: unknown key\(s\) \['depth'\]"):
         BaselineConfig(sizes={"pointnet": {"depth": 3}}).validate()
 

@@ -89,17 +89,68 @@ def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_broken_instance_is_counted_not_fatal(tmp_path, monkeypatch):
+def test_an_unexpected_error_stops_the_build_and_names_the_instance(tmp_path, monkeypatch):
+    """Was: counted as a skip, so a code or config error built an empty dataset that looked
+    complete. Only known mesh faults are skipped."""
     real = build_mod.make_instance
 
     def broken(spec, *a, **k):
         if spec.index == 3 and spec.split == "train":
-            raise RuntimeError("boom")
+            raise TypeError("boom")
         return real(spec, *a, **k)
 
     monkeypatch.setattr(build_mod, "make_instance", broken)
+    with pytest.raises(RuntimeError, match=r"instance train/3 \(\w+, attempt 0\).*TypeError: boom"):
+        build(small_cfg(), tmp_path / "ds", Q, "smoke", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_skipped_procedural_slot_is_reseeded(tmp_path, monkeypatch):
+    from pointvl.data.shapenet import MeshSkip
+
+    real = build_mod.make_instance
+
+    def flaky(spec, *a, **k):
+        if spec.index == 3 and spec.split == "train" and spec.attempt == 0:
+            raise MeshSkip("degenerate", "empty render")
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(build_mod, "make_instance", flaky)
     m = build(small_cfg(), tmp_path / "ds", Q, "smoke", progress=False)
-    assert m["skipped"] == {"error:RuntimeError": 1} and m["train"] == 15
+    assert m["skipped"] == {"degenerate": 1} and m["train"] == 16
+
+
+def test_out_refuses_a_folder_that_is_not_a_dataset(tmp_path, built):
+    """Was: build_dataset --out DIR deleted whatever folder it named."""
+    mine = tmp_path / "my_thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("precious")
+    with pytest.raises(ConfigError, match="not empty and is not a built dataset"):
+        build(small_cfg(), mine, Q, "smoke", progress=False)
+    assert (mine / "chapter1.tex").read_text() == "precious"
+    (tmp_path / "empty").mkdir()
+    build_mod.check_out_dir(tmp_path / "empty")  # empty, or one of ours: fine
+    build_mod.check_out_dir(built[0])
+
+
+def test_a_flipped_bit_in_a_shard_is_caught_at_load(built, tmp_path):
+    """Was: a 64-byte change in a shard loaded silently. The loader checks each shard's
+    sha256 (once per process and file version)."""
+    import shutil
+
+    from pointvl.config import DataError
+    from pointvl.data import dataset as dataset_mod
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built[0], copy)
+    PointVLDataset(copy, "train")  # intact: loads
+    shard = copy / "train" / "shard-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"shard-00001.parquet: sha256 .* differs"):
+        PointVLDataset(copy, "train")
+    assert len(dataset_mod._VERIFIED) >= 3  # the intact shards were checked once
 
 
 def test_config_validation_names_the_field():
@@ -212,6 +263,6 @@ def test_stage_cli_smoke(tmp_path):
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["train"] == 8 and m["test"] == 4 and m["profile"] == "smoke"
     man = json.loads((tmp_path / "data" / "manifest.json").read_text())
-    assert man["content_hash"] == m["content_hash"] and man["image_size"] == 64
+    assert man["content_hash"] == m["content_hash"] and man["image_size"] == 56
     assert (tmp_path / "fig" / "dataset_reprojection.html").stat().st_size > 1_000_000
     assert (tmp_path / "fig" / "dataset_gallery.png").is_file()

@@ -9,6 +9,7 @@ The last test checks that on a copy of the repository with the smoke profile.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,7 +19,28 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-SECTIONS = [k for k in PARAMS if k not in ("profile", "overrides", "sweep")]
+SECTIONS = [k for k in PARAMS if k not in ("profile", "overrides", "sweep", "shared")]
+_REF = re.compile(r"\$\{shared\.(\w+)\}")
+
+
+def shared_refs(section: str) -> set[str]:
+    """The shared names a section refers to (``${shared.<name>}``), defaults and overrides."""
+    found: set[str] = set()
+
+    def walk(v) -> None:
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and (m := _REF.fullmatch(v.strip())):
+            found.add(m.group(1))
+
+    walk(PARAMS.get(section))
+    for block in PARAMS["overrides"].values():
+        walk((block or {}).get(section))
+    return found
 
 
 def _expand(node, item: dict, key: str):
@@ -56,9 +78,31 @@ def test_stages_track_their_sections_overrides_only():
     for name, body in _stage_bodies(dvc):
         params = body.get("params", [])
         assert "overrides" not in params, f"{name}: depends on the whole overrides block"
-        sections = sorted({p for p in params if p in SECTIONS})
-        tracked = sorted({p for p in params if p.startswith("overrides.")})
-        assert tracked == [f"overrides.${{profile}}.{s}" for s in sections], name
+        sections = [p for p in params if p in SECTIONS]
+        tracked = [p for p in params if p.startswith("overrides.")]
+        assert sorted(tracked) == sorted(f"overrides.${{profile}}.{s}" for s in sections), name
+        # exactly the shared values its sections refer to, for the active profile only
+        shared = sorted(p for p in params if p.startswith("shared."))
+        needed = set().union(*(shared_refs(s) for s in sections)) if sections else set()
+        assert shared == sorted(f"shared.{k}.${{profile}}" for k in needed), name
+
+
+def test_study_pipelines_track_the_shared_values_of_the_base_sections_they_read():
+    for path in sorted((ROOT / "studies").glob("*/dvc.yaml")):
+        dvc = yaml.safe_load(path.read_text())
+        for name, body in _stage_bodies(dvc):
+            params = [p for p in body.get("params", []) if isinstance(p, str)]
+            sections = [p for p in params if p in SECTIONS]
+            shared = sorted(p for p in params if p.startswith("shared."))
+            needed = set().union(*(shared_refs(s) for s in sections)) if sections else set()
+            assert shared == sorted(f"shared.{k}.${{profile}}" for k in needed), (path, name)
+
+
+def test_every_shared_value_has_one_value_per_profile_and_is_used():
+    used = set().union(*(shared_refs(s) for s in SECTIONS))
+    for name, row in PARAMS["shared"].items():
+        assert sorted(row) == sorted(PARAMS["overrides"]), f"shared.{name}"
+        assert name in used, f"shared.{name} is referred to by no section"
 
 
 def test_notebook_stages_track_only_what_each_notebook_reads():
@@ -133,6 +177,20 @@ def test_dvc_status_reruns_only_what_depends_on_a_change(repo_copy: Path):
     params = repo_copy / "params.yaml"
     _edit(params, "    sft:\n      max_steps: 4", "    sft:\n      max_steps: 5")
     assert "up to date" in _dvc(repo_copy, "status", "credit_demo")
+
+    # a shared value of another profile, and one credit_demo does not read: still up to date
+    _edit(
+        params,
+        "lam:             {smoke: 0.15, tiny: 0.15,",
+        "lam:             {smoke: 0.15, tiny: 0.2,",
+    )
+    _edit(params, "image_size:      {smoke: 56,", "image_size:      {smoke: 84,")
+    assert "up to date" in _dvc(repo_copy, "status", "credit_demo")
+
+    # a shared value it reads, for its profile (smoke): it must rerun
+    _edit(params, "lam:             {smoke: 0.15,", "lam:             {smoke: 0.1,")
+    out = _dvc(repo_copy, "status", "credit_demo")
+    assert "shared.lam.smoke" in out and "up to date" not in out
 
     # one of its own params: credit_demo (and only what depends on it) must rerun
     _edit(params, "credit_demo:\n  seed: 0", "credit_demo:\n  seed: 1")

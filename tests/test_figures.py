@@ -125,7 +125,7 @@ def _tiny_checkpoint(smoke_data, path: Path) -> Path:
     from pointvl.model import ModelConfig, build_tiny_policy, train_bpe_tokenizer
 
     tok = train_bpe_tokenizer(list_texts(smoke_data), vocab_size=400)
-    cfg = ModelConfig(image_size=56, num_points=128, num_groups=8, group_size=16)
+    cfg = ModelConfig(image_size=56, num_points=128, num_groups=8, points_per_group=16)
     model, processor = build_tiny_policy(tok, cfg)
     model.save_pretrained(path)
     processor.save_pretrained(path)

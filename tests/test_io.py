@@ -51,3 +51,33 @@ def test_metrics_hold_results_and_run_facts_go_beside_them(tmp_path):
     m_path, r_path = write_metrics(tmp_path / "m" / "stage.json", record)
     assert r_path.name == "stage.run.json"
     assert json.loads(m_path.read_text()) == metrics and json.loads(r_path.read_text()) == run
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_run_removes_what_a_killed_run_left(tmp_path):
+    """kill -9 mid-write leaves '.<name>.<host>-<pid>.<rnd>.tmp'; the next write removes it
+    (its process is gone), but never a live process's temporary."""
+    from pointvl.io import _host, atomic_dir
+
+    dead = tmp_path / f".x.json.{_host()}-{_dead_pid()}.abc.tmp"
+    dead.write_text("half")
+    live = tmp_path / f".x.json.{_host()}-{os.getpid()}.def.tmp"
+    live.write_text("in progress")
+    other_host = tmp_path / f".x.json.ffffffff-{_dead_pid()}.ghi.tmp"
+    other_host.write_text("someone else's")
+    atomic_write_json(tmp_path / "x.json", {})
+    assert not dead.exists() and live.exists() and other_host.exists()
+
+    stale_dir = tmp_path / f".data.{_host()}-{_dead_pid()}.xyz.tmp"
+    (stale_dir / "train").mkdir(parents=True)
+    with atomic_dir(tmp_path / "data") as tmp:
+        (tmp / "f").write_text("1")
+    assert not stale_dir.exists() and (tmp_path / "data" / "f").read_text() == "1"

@@ -44,7 +44,7 @@ def test_tiny_policy_overfits_eight_samples_to_parsable_json():
     samples = [informative_sample(i) for i in range(8)]
     tok = train_bpe_tokenizer([s["target"] for s in samples] * 4 + [QUESTION], vocab_size=600)
     cfg = dataclasses.replace(
-        ModelConfig(), num_points=256, num_groups=16, group_size=16, image_size=56
+        ModelConfig(), num_points=256, num_groups=16, points_per_group=16, image_size=56
     )
     model, proc = build_tiny_policy(tok, cfg)
     batch = proc.batch(samples)

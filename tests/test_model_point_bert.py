@@ -41,7 +41,7 @@ def test_fps_matches_naive_loop():
 def test_knn_groups_match_brute_force():
     g = torch.Generator().manual_seed(1)
     pts = torch.rand(2, 100, 6, generator=g, dtype=torch.float64)
-    neigh, centers = group_points(pts, num_groups=5, group_size=7)
+    neigh, centers = group_points(pts, num_groups=5, points_per_group=7)
     assert neigh.shape == (2, 5, 7, 6) and centers.shape == (2, 5, 3)
     for b in range(2):
         for gi in range(5):
@@ -73,8 +73,8 @@ def test_encoder_shapes_tiny_and_translation_invariance_of_groups():
     # groups are centred: translating the cloud moves the centres and nothing else
     shifted = pts.clone()
     shifted[..., :3] += torch.tensor([0.3, -0.2, 0.1])
-    n1, c1 = group_points(pts, cfg.num_groups, cfg.group_size)
-    n2, c2 = group_points(shifted, cfg.num_groups, cfg.group_size)
+    n1, c1 = group_points(pts, cfg.num_groups, cfg.points_per_group)
+    n2, c2 = group_points(shifted, cfg.num_groups, cfg.points_per_group)
     torch.testing.assert_close(n1, n2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c1 + torch.tensor([0.3, -0.2, 0.1]), c2)
 
@@ -199,10 +199,46 @@ def test_shape_mismatch_is_loud():
         load_point_bert_state_dict(enc, _fabricate(published_point_bert_keys()))
 
 
+class _Payload:
+    """A pickle that runs code when loaded (touches a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_malicious_checkpoint_runs_no_code(tmp_path):
+    """Was: torch.load(weights_only=False) executed code from a user-supplied .pth."""
+    from pointvl.config import DataError
+    from pointvl.model.point_bert import read_checkpoint
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "point_bert.pth"
+    torch.save({"base_model": {}, "evil": _Payload(str(marker))}, path)
+    enc = PointBertEncoder(tiny_point_bert_config())
+    with pytest.raises(DataError, match=r"point_bert.pth.*refused"):
+        load_point_bert_state_dict(enc, path)
+    assert not marker.exists()
+    # a plain checkpoint (tensors, numbers, dicts) and safetensors load
+    torch.save({"base_model": enc.state_dict(), "epoch": 3}, tmp_path / "ok.pth")
+    assert load_point_bert_state_dict(enc, tmp_path / "ok.pth").loaded
+    from safetensors.torch import save_file
+
+    save_file({f"base_model.{k}": v.contiguous() for k, v in enc.state_dict().items()},
+              tmp_path / "ok.safetensors")  # fmt: skip
+    assert read_checkpoint(tmp_path / "ok.safetensors").keys() == {
+        f"base_model.{k}" for k in enc.state_dict()
+    }
+
+
 def test_grouping_runs_in_fp32_when_the_encoder_is_bf16():
     """A bf16 encoder groups the fp32 points (centres and neighbours as in fp32), then casts
     the groups: in bf16, 8-bit mantissas tie distances and change the selection."""
-    cfg = tiny_point_bert_config(num_points=512, num_groups=32, group_size=16)
+    cfg = tiny_point_bert_config(num_points=512, num_groups=32, points_per_group=16)
     enc = PointBertEncoder(cfg).eval()
     pts = torch.rand(2, 512, 6, generator=torch.Generator().manual_seed(0)) - 0.5
     _, centers32 = group_points(pts[..., : cfg.in_channels], 32, 16)

@@ -49,7 +49,7 @@ def synthetic_sample(seed: int) -> dict:
     }
 
 
-SMALL = dataclasses.replace(ModelConfig(), num_points=256, num_groups=16, group_size=16)
+SMALL = dataclasses.replace(ModelConfig(), num_points=256, num_groups=16, points_per_group=16)
 
 
 @pytest.fixture(scope="module")
@@ -322,14 +322,37 @@ def test_paper_config_counts_on_meta_device():
 def test_model_section_of_params_yaml_and_validation():
     from pathlib import Path
 
-    from pointvl.config import ConfigError, load_section
+    from pointvl.config import ConfigError, from_dict, load_section
     from pointvl.model import paper_model_config
 
     params = Path(__file__).resolve().parent.parent / "params.yaml"
     assert load_section(params, "model", ModelConfig, "paper") == paper_model_config()
     tiny = load_section(params, "model", ModelConfig, "tiny")
     assert tiny.size == "tiny" and not tiny.freeze_point_encoder
-    with pytest.raises(ConfigError, match="model.size"):
-        ModelConfig(size="huge").validate()
+    with pytest.raises(ConfigError, match="model.size='huge'"):
+        from_dict(ModelConfig, {"size": "huge"}, "model")
     with pytest.raises(ConfigError, match="model.image_size"):
         ModelConfig(image_size=100).validate()
+
+
+def test_hf_config_defaults_are_the_model_sections():
+    """One set of defaults: PointVLConfig's own are ModelConfig's (fusion heads were 8 vs 4)."""
+    hf, typed = PointVLConfig(), ModelConfig()
+    for key, value in typed.policy_fields().items():
+        if key != "point_config":
+            assert getattr(hf, key) == value, key
+
+
+def test_a_checkpoint_saved_with_the_old_group_size_key_still_loads(policy, samples, tmp_path):
+    import json
+
+    model, proc = policy
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    k = cfg["point_config"].pop("points_per_group")
+    cfg["point_config"]["group_size"] = k  # as written before the rename
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    again = PointVLForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert again.config.point_config.points_per_group == k == SMALL.points_per_group
+    batch = proc.batch(samples[:2])
+    torch.testing.assert_close(logits_of(again, batch), logits_of(model, batch), atol=0, rtol=0)

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from transformers import AutoTokenizer
 
-from pointvl.config import ConfigError
-from pointvl.model.tokenizer import special_token_ids
+from pointvl.config import ConfigError, from_dict
+from pointvl.model.tokenizer import TrainTokenizerConfig, special_token_ids
+from pointvl.model.tokenizer import train_tokenizer as run
 from pointvl.schema import format_target
-from pointvl.stages.train_tokenizer import TrainTokenizerConfig, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,8 +50,8 @@ def test_run_trains_saves_and_measures(tmp_path):
     assert tok.decode(tok(texts[0])["input_ids"]) == texts[0]
     assert metrics["num_targets"] == 30 and metrics["target_tokens_mean"] > 0
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
-    with pytest.raises(ConfigError, match="source"):
-        TrainTokenizerConfig(source="sentencepiece").validate()
+    with pytest.raises(ConfigError, match="train_tokenizer.source='sentencepiece'"):
+        from_dict(TrainTokenizerConfig, {"source": "sentencepiece"}, "train_tokenizer")
 
 
 def test_stage_runs_on_a_smoke_dataset(tmp_path):

@@ -1,7 +1,7 @@
 """The paper notebooks: structure, committed state, and execution in fast mode.
 
 Every ``notebooks/NN_*.py`` (py:percent) is executed with Papermill through the ``notebook``
-stage (``pointvl.stages.notebook.run_notebook``) with ``fast=True``, into a temporary folder,
+stage (``pointvl.notebooks.run_notebook``) with ``fast=True``, into a temporary folder,
 and its HTML export is checked to open offline. Structure checks: a ``parameters``-tagged
 cell with ``profile``, ``fast``, ``seed``; a first cell naming the paper section; a last
 section "What to try next" with code that runs; no function or class defined in a notebook
@@ -25,8 +25,8 @@ import nbformat
 import pytest
 import yaml
 
+from pointvl.notebooks import NOTEBOOK_DIR, NotebookConfig, notebook_names, run_notebook
 from pointvl.paper_map import load_map, to_markdown, write_markdown
-from pointvl.stages.notebook import NOTEBOOK_DIR, NotebookConfig, notebook_names, run_notebook
 from pointvl.viz.pagecheck import check_page, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +215,7 @@ def test_variance_helpers():
 
 
 def test_another_profile_never_overwrites_the_committed_pages(tmp_path):
-    from pointvl.stages.notebook import committed_profile, output_dir
+    from pointvl.notebooks import committed_profile, output_dir
 
     committed = committed_profile()
     other = next(p for p in ("smoke", "tiny", "paper") if p != committed)

@@ -27,7 +27,7 @@ from pointvl.model import ModelConfig
 from pointvl.model.policy import build_tiny_policy
 from pointvl.train.tiny import tiny_tokenizer
 
-SMALL = dataclasses.replace(ModelConfig(), num_points=128, num_groups=8, group_size=16)
+SMALL = dataclasses.replace(ModelConfig(), num_points=128, num_groups=8, points_per_group=16)
 G = 4
 T_MAX = 24
 

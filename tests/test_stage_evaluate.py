@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_evaluate_stage_round_trip(smoke_data, tmp_path):
     tok = train_bpe_tokenizer(list_texts(smoke_data), vocab_size=400)
-    cfg = ModelConfig(image_size=56, num_points=128, num_groups=8, group_size=16)
+    cfg = ModelConfig(image_size=56, num_points=128, num_groups=8, points_per_group=16)
     model, processor = build_tiny_policy(tok, cfg)
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)

@@ -15,7 +15,7 @@ from pointvl.model.policy import build_tiny_policy
 from pointvl.train.grca_trainer import EXTRA_PREFIX, GRCATrainer
 from pointvl.train.tiny import tiny_policy_rows, tiny_tokenizer
 
-SMALL = dataclasses.replace(ModelConfig(), num_points=128, num_groups=8, group_size=16)
+SMALL = dataclasses.replace(ModelConfig(), num_points=128, num_groups=8, points_per_group=16)
 KEYS = ("point_clouds", "pixel_values", "image_grid_thw")
 G = 4
 

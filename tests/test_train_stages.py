@@ -144,12 +144,12 @@ def test_sft_resume_ends_with_the_same_weights(built, monkeypatch):
     )
     orig = train_sft.build_sft_trainer
     monkeypatch.setattr(
-        stage, "build_sft_trainer", lambda *a: orig(*a[:4], [*a[4], train_sft.StopAfter(3)])
+        train_sft, "build_sft_trainer", lambda *a: orig(*a[:4], [*a[4], train_sft.StopAfter(3)])
     )
     with pytest.raises(KeyboardInterrupt, match="stopped after step 3"):
         stage.main(["--params", str(broken)])
     assert not (tmp / "b/final").exists()
-    monkeypatch.setattr(stage, "build_sft_trainer", orig)
+    monkeypatch.setattr(train_sft, "build_sft_trainer", orig)
     stage.main(["--params", str(broken), "--resume"])
     assert json.loads((tmp / "m/b.json").read_text())["resumed_from"].endswith("checkpoint-2")
     a = load_file(tmp / "a/final/model.safetensors")

@@ -1,7 +1,7 @@
 """Point-only baselines of Table 2: PointNet, PointNet++ (SSG) and Point-BERT regressors.
 
 Each predicts ``bbox3d`` (6,) and the unordered ``kpts3d`` (M, 3) from the point cloud alone
-and is scored by the VLM's metrics (``pointvl.stages.baseline``).
+and is scored by the VLM's metrics (``pointvl.baselines.experiment``).
 """
 
 from pointvl.baselines.regressor import (

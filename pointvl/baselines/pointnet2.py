@@ -41,7 +41,7 @@ class SALevel(NamedTuple):
 
     num_centres: int
     radius: float
-    group_size: int
+    points_per_group: int
     widths: tuple[int, ...]
 
 
@@ -83,7 +83,7 @@ class SetAbstraction(nn.Module):
         self.mlp = shared_mlp(3 + in_features, level.widths, dims=2)
 
     def forward(self, xyz: torch.Tensor, feats: torch.Tensor | None):
-        s, r, k = self.level.num_centres, self.level.radius, self.level.group_size
+        s, r, k = self.level.num_centres, self.level.radius, self.level.points_per_group
         centre_idx = farthest_point_sample(xyz.detach(), min(s, xyz.shape[1]))  # (B, S)
         centres = gather(xyz, centre_idx)  # (B, S, 3)
         idx = ball_query(xyz.detach(), centres.detach(), r, k)  # (B, S, K)

@@ -57,13 +57,13 @@ DEFAULT_SIZES: dict[str, dict] = {
         "global_widths": [128, 256],
     },
     # Point-BERT: overrides of the policy's encoder size (the ``model`` section)
-    "pointbert": {"num_groups": 16, "group_size": 16},
+    "pointbert": {"num_groups": 16, "points_per_group": 16},
 }
 SIZE_KEYS = {
     "pointnet": ("widths",),
     "pointnet2": ("levels", "global_widths"),
     "pointbert": (
-        "num_points", "num_groups", "group_size", "in_channels", "encoder_dims",
+        "num_points", "num_groups", "points_per_group", "in_channels", "encoder_dims",
         "encoder_widths", "hidden_size", "num_hidden_layers", "num_attention_heads",
         "mlp_ratio", "pos_hidden_size",
     ),

@@ -15,22 +15,31 @@ moved to the view frame, plus the ``VIEW_COLUMNS``; images, 2D labels and langua
 
 Every instance has its own seed (``SeedSequence([seed, split, index])``); workers share
 nothing, so the same config gives byte-identical shards whatever the number of workers, and
-``content_hash`` (sha256 over the shards) is the same. The build writes into a temp folder
-next to the output and renames it on success: an interrupted build never leaves a folder
-that looks complete.
+``content_hash`` (sha256 over the shards, each shard's own sha256 in ``shard_sha256``; the
+loader checks them) is the same. The build writes into a temp folder next to the output and
+renames it on success: an interrupted build never leaves a folder that looks complete, and
+the next run removes the temp folder a killed one left (``pointvl.io``).
+
+Faults: a model that cannot be used (``shapenet.MeshSkip``, e.g. an out-of-range face index,
+or an empty render) is counted per reason and its slot takes a replacement (the next model
+of the seeded order; procedural: another seed), so split sizes hold or the build fails
+naming the shortfall (``DataError``). Any other exception stops the build and names the
+instance. An ``--out`` folder that is neither empty nor one of our datasets is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
 import multiprocessing as mp
 import os
 import time
+import traceback
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +51,10 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pointvl.config import ConfigError  # noqa: E402
+from pointvl.config import ConfigError, DataError  # noqa: E402
 from pointvl.data import annotate, shapenet, shapes  # noqa: E402
 from pointvl.data.cameras import sample_camera  # noqa: E402
+from pointvl.data.dataset import content_hash, shard_hashes  # noqa: E402, F401
 from pointvl.data.render import RENDERERS, Material, identity_appearance  # noqa: E402
 from pointvl.data.sampling import farthest_point_sampling, sample_points  # noqa: E402
 from pointvl.data.view import TASKS, VIEW_BOXES, view_geometry  # noqa: E402
@@ -143,6 +153,8 @@ class BuildDatasetConfig:
         for name in ("train_count", "test_count", "figure_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"build_dataset.{name}={getattr(self, name)}: expected >= 0")
+        if self.train_count + self.test_count == 0:
+            raise ConfigError("build_dataset.train_count + test_count = 0: expected >= 1")
         for name in ("num_points", "poisson_init_factor", "normal_knn", "workers", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"build_dataset.{name}={getattr(self, name)}: expected >= 1")
@@ -176,6 +188,8 @@ class InstanceSpec:
     category: str
     seed: int
     model: shapenet.ShapeNetModel | None = None
+    attempt: int = 0
+    """0: the planned instance of this slot; k > 0: its k-th replacement (``replacement``)."""
 
 
 def spec_uid(spec: InstanceSpec) -> str:
@@ -185,8 +199,9 @@ def spec_uid(spec: InstanceSpec) -> str:
     return f"{spec.model.synset}/{spec.model.model_id}"
 
 
-def instance_seed(base: int, split: str, index: int) -> int:
-    ss = np.random.SeedSequence([base, SPLITS.index(split), index])
+def instance_seed(base: int, split: str, index: int, attempt: int = 0) -> int:
+    """SeedSequence([base, split, index]) (and ``attempt`` for a procedural replacement)."""
+    ss = np.random.SeedSequence([base, SPLITS.index(split), index] + ([attempt] if attempt else []))
     return int(ss.generate_state(1, np.uint32)[0])
 
 
@@ -386,30 +401,88 @@ VIEW_COLUMNS_DOC = {
 VIEW_KEYS = ("task", "view_radius", "view_box")
 
 
-# ----------------------------------------------------------------------------- the build
-def plan_instances(cfg: BuildDatasetConfig) -> tuple[list[InstanceSpec], list[str]]:
-    """All instance specs in output order, and the category pool of the questions."""
-    specs: list[InstanceSpec] = []
+# ----------------------------------------------------------------------------- the plan
+MAX_RESEEDS = 3
+"""procedural: a skipped slot (an empty render) is rebuilt with up to 3 other seeds."""
+
+
+@dataclass
+class Plan:
+    """What to build: the planned instances in output order and where replacements come from."""
+
+    specs: list[InstanceSpec]
+    option_pool: list[str]
+    """Categories the multiple-choice questions draw distractors from."""
+    reserve: list[shapenet.ShapeNetModel] = field(default_factory=list)
+    """shapenet: models not drawn for a slot, in the seeded order; a skipped model's slot takes
+    the next one (procedural slots are reseeded instead)."""
+    ignored: dict[str, list[str]] = field(default_factory=dict)
+    """shapenet: folders ``shapenet.list_models`` ignored, per reason."""
+
+
+def plan(cfg: BuildDatasetConfig) -> Plan:
+    """All instance specs in output order, the question category pool and the reserve."""
     counts = {"train": cfg.train_count, "test": cfg.test_count}
     if cfg.source == "procedural":
         cats = cfg.category_list()
-        for split in SPLITS:
-            for i in range(counts[split]):
-                specs.append(
-                    InstanceSpec(split, i, cats[i % len(cats)], instance_seed(cfg.seed, split, i))
-                )
-        return specs, cats
-    models = shapenet.list_models(cfg.shapenet_root)
+        specs = [
+            InstanceSpec(split, i, cats[i % len(cats)], instance_seed(cfg.seed, split, i))
+            for split in SPLITS
+            for i in range(counts[split])
+        ]
+        return Plan(specs, cats)
+    listing = shapenet.list_models(cfg.shapenet_root)
+    models = listing.models
     if cfg.categories:
+        known = sorted({m.category for m in models})
+        unknown = sorted(set(cfg.categories) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"build_dataset.categories: {unknown} not among the categories of "
+                f"{cfg.shapenet_root} ({known})"
+            )
         models = [m for m in models if m.category in set(cfg.categories)]
-    order = np.random.default_rng(cfg.seed).permutation(len(models))
-    test = [models[j] for j in order[: cfg.test_count]]
-    train = [models[j] for j in order[cfg.test_count : cfg.test_count + cfg.train_count]]
-    for split, chosen in (("test", test), ("train", train)):
-        for i, m in enumerate(chosen):
-            specs.append(InstanceSpec(split, i, m.category, instance_seed(cfg.seed, split, i), m))
-    specs.sort(key=lambda s: (SPLITS.index(s.split), s.index))
-    return specs, sorted({m.category for m in models})
+    order = [models[j] for j in np.random.default_rng(cfg.seed).permutation(len(models))]
+    drawn = {"test": order[: cfg.test_count]}
+    drawn["train"] = order[cfg.test_count : cfg.test_count + cfg.train_count]
+    specs = [
+        InstanceSpec(split, i, m.category, instance_seed(cfg.seed, split, i), m)
+        for split in SPLITS
+        for i, m in enumerate(drawn[split])
+    ]
+    reserve = order[cfg.test_count + cfg.train_count :]
+    return Plan(specs, sorted({m.category for m in models}), reserve, listing.ignored)
+
+
+def plan_instances(cfg: BuildDatasetConfig) -> tuple[list[InstanceSpec], list[str]]:
+    """All instance specs in output order, and the category pool of the questions."""
+    p = plan(cfg)
+    return p.specs, p.option_pool
+
+
+def replacement(spec: InstanceSpec, cfg: BuildDatasetConfig, reserve) -> InstanceSpec | None:
+    """The next try for a skipped slot: the next reserve model (shapenet) or another seed
+    (procedural, up to ``MAX_RESEEDS``); None when there is none left."""
+    if spec.model is None:
+        if spec.attempt >= MAX_RESEEDS:
+            return None
+        a = spec.attempt + 1
+        return dataclasses.replace(
+            spec, seed=instance_seed(cfg.seed, spec.split, spec.index, a), attempt=a
+        )
+    model = next(reserve, None)
+    if model is None:
+        return None
+    return dataclasses.replace(spec, category=model.category, model=model, attempt=spec.attempt + 1)
+
+
+# ----------------------------------------------------------------------------- workers
+@dataclass(frozen=True)
+class Failure:
+    """An unexpected exception while building one instance (not a known data fault)."""
+
+    error: str
+    traceback: str
 
 
 _WORKER_CFG: tuple | None = None
@@ -420,34 +493,124 @@ def _init_worker(cfg: BuildDatasetConfig, quant_bins: int, pool: list[str]) -> N
     _WORKER_CFG = (cfg, quant_bins, pool)
 
 
-def _run(spec: InstanceSpec) -> tuple[InstanceSpec, dict | None, str | None]:
+def _run(spec: InstanceSpec) -> tuple[InstanceSpec, dict | None, str | Failure | None]:
+    """(spec, row, None), (spec, None, skip reason) or (spec, None, Failure)."""
     cfg, quant_bins, pool = _WORKER_CFG
     try:
         return spec, make_instance(spec, cfg, quant_bins, pool), None
     except shapenet.MeshSkip as err:
         return spec, None, err.reason
-    except Exception as err:  # noqa: BLE001 - a broken instance is counted, never fatal
-        return spec, None, f"error:{type(err).__name__}"
+    except Exception as err:  # noqa: BLE001 - sent back whole; the build stops on it
+        return spec, None, Failure(f"{type(err).__name__}: {err}", traceback.format_exc())
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def describe_spec(spec: InstanceSpec) -> str:
+    """'train/3 (chair)' or 'train/3 (chair, 03001627/abc)' for messages."""
+    model = f", {spec.model.synset}/{spec.model.model_id}" if spec.model is not None else ""
+    return f"{spec.split}/{spec.index} ({spec.category}{model}, attempt {spec.attempt})"
 
 
-def content_hash(root: str | os.PathLike) -> str:
-    """sha256 over (relative path, sha256) of every shard, sorted by path."""
-    root = Path(root)
-    h = hashlib.sha256()
-    for p in sorted(root.glob("*/shard-*.parquet")):
-        h.update(f"{p.relative_to(root).as_posix()}:{_file_sha256(p)}\n".encode())
-    return h.hexdigest()
+@contextmanager
+def _mapper(cfg: BuildDatasetConfig, quant_bins: int, option_pool: list[str]):
+    """An ordered ``map(_run, specs)``: in-process (workers = 1) or a spawn pool."""
+    if cfg.workers == 1:
+        _init_worker(cfg, quant_bins, option_pool)
+        yield lambda specs: map(_run, specs)
+        return
+    # spawn (no fork after OpenMP), one OpenMP thread per worker process
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(cfg.workers, _init_worker, (cfg, quant_bins, option_pool)) as pool:
+            yield lambda specs: pool.imap(_run, specs, chunksize=4)
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+
+
+def built_rows(cfg: BuildDatasetConfig, p: Plan, run, skipped: Counter, bar) -> Iterator:
+    """(spec, row) of every built instance; skipped slots get replacements in later rounds.
+
+    Rows come in plan order, then each round's replacements in slot order: the same config
+    gives the same rows in the same order whatever the number of workers. A known data fault
+    (``MeshSkip``) is counted in ``skipped``; any other exception stops the build, naming
+    the instance. A slot with no replacement left ends as a shortfall (``check_counts``).
+    """
+    pending, reserve = p.specs, iter(p.reserve)
+    while pending:
+        retry = []
+        for spec, row, reason in run(pending):
+            bar.update()
+            if isinstance(reason, Failure):
+                err = RuntimeError(
+                    f"build_dataset: instance {describe_spec(spec)} failed: {reason.error} "
+                    "(only mesh faults are skipped; the build stops)"
+                )
+                err.add_note(f"worker traceback:\n{reason.traceback}")
+                raise err
+            if row is not None:
+                yield spec, row
+                continue
+            log.warning("skipped %s: %s", describe_spec(spec), reason)
+            skipped[reason] += 1
+            nxt = replacement(spec, cfg, reserve)
+            if nxt is not None:
+                retry.append(nxt)
+        bar.total += len(retry)
+        pending = retry
+
+
+def check_counts(cfg: BuildDatasetConfig, hist: dict[str, Counter], skipped: Counter) -> None:
+    """``DataError`` naming the shortfall when a split has fewer instances than asked."""
+    for split in SPLITS:
+        want, got = getattr(cfg, f"{split}_count"), sum(hist[split].values())
+        if got < want:
+            more = (
+                f"no model of {cfg.shapenet_root} was left to replace them; lower "
+                f"{split}_count or add models"
+                if cfg.source == "shapenet"
+                else f"each slot was retried with {MAX_RESEEDS} other seeds"
+            )
+            raise DataError(
+                f"build_dataset: split {split!r} has {got} of {want} instances ({want - got} "
+                f"short): {sum(skipped.values())} skipped {dict(sorted(skipped.items()))}, {more}"
+            )
+
+
+# ----------------------------------------------------------------------------- writing
+class ShardWriter:
+    """Rows -> ``<tmp>/<split>/shard-NNNNN.parquet`` of ``shard_size`` rows each."""
+
+    def __init__(self, root: Path, schema: pa.Schema, shard_size: int):
+        self.root, self.schema, self.shard_size = root, schema, shard_size
+        self.buffers: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        self.shards: dict[str, list[str]] = {s: [] for s in SPLITS}
+
+    def add(self, split: str, row: dict) -> None:
+        self.buffers[split].append(row)
+        if len(self.buffers[split]) >= self.shard_size:
+            self.flush(split)
+
+    def flush(self, split: str) -> None:
+        rows = self.buffers[split]
+        if not rows:
+            return
+        (self.root / split).mkdir(exist_ok=True)
+        name = f"{split}/shard-{len(self.shards[split]):05d}.parquet"
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        pq.write_table(table, self.root / name, compression="zstd", row_group_size=len(rows))
+        self.shards[split].append(name)
+        self.buffers[split] = []
 
 
 def _manifest_config(cfg: BuildDatasetConfig) -> dict:
     """The config as the manifest records it: workers and paths do not change the data.
 
-    A ``full`` build leaves out the ``task`` keys, so its manifest is byte-identical to
-    those written before the option existed (same data, same ``dvc.lock`` hash).
+    A ``full`` build leaves out the ``task`` keys, so its config block is the one written
+    before the option existed.
     """
     config = dataclasses.asdict(cfg) | {"workers": None, "out_dir": None, "metrics": None}
     config |= {"figures_dir": None, "figure_samples": None}
@@ -474,6 +637,63 @@ def _gt_rpc(row: dict) -> float:
     return float(iou_2d(box, row["bbox2d"])) if ok else 0.0
 
 
+DATASET_NAME = "pointvl-3d benchmark"
+"""``manifest.json``'s ``name``: what makes a folder one of our datasets."""
+
+
+def check_out_dir(out: str | os.PathLike) -> None:
+    """``out`` may be replaced only if absent, empty or one of our datasets (``ConfigError``)."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise ConfigError(f"--out {out}: exists and is not a folder; refusing to replace it")
+    if not any(out.iterdir()):
+        return
+    try:
+        name = json.loads((out / "manifest.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if name != DATASET_NAME:
+        raise ConfigError(
+            f"--out {out}: the folder is not empty and is not a built dataset (no manifest.json "
+            f"named {DATASET_NAME!r}); refusing to replace it: choose another folder or empty it"
+        )
+
+
+def _manifest(cfg, p: Plan, profile, quant_bins, writer, hist, skipped, rpc, tmp) -> dict:
+    hashes = shard_hashes(tmp)
+    manifest = {
+        "name": DATASET_NAME,
+        "profile": profile,
+        "format": "parquet",
+        "splits": {
+            s: {
+                "count": sum(hist[s].values()),
+                "shards": writer.shards[s],
+                "category_histogram": dict(sorted(hist[s].items())),
+            }
+            for s in SPLITS
+        },
+        "skipped": dict(sorted(skipped.items())),
+        "quant_bins": quant_bins,
+        "points_shape": [cfg.num_points, 6],
+        "num_keypoints": cfg.num_keypoints,
+        "image_size": cfg.image_size,
+        "depth_scale": DEPTH_SCALE,
+        # workers and paths do not change the data: kept out of the manifest (and its bytes)
+        "config": _manifest_config(cfg),
+        "columns": COLUMNS_DOC | (VIEW_COLUMNS_DOC if cfg.task == "view" else {}),
+        "gt_rpc_mean": round(float(np.mean(rpc)), 6) if rpc else None,
+        "shard_sha256": hashes,
+        "content_hash": content_hash(tmp, hashes),
+    }
+    if cfg.source == "shapenet":
+        manifest["ignored"] = {k: len(v) for k, v in p.ignored.items()}
+    return manifest
+
+
+# ----------------------------------------------------------------------------- the build
 def build(
     cfg: BuildDatasetConfig,
     out_dir: str | os.PathLike,
@@ -481,41 +701,29 @@ def build(
     profile: str = "",
     progress: bool = True,
 ) -> dict:
-    """Build the dataset into ``out_dir`` (atomically) and return the stage's metrics."""
+    """Build the dataset into ``out_dir`` (atomically) and return the stage's metrics.
+
+    Raises ``ConfigError`` before any work when ``out_dir`` is a non-empty folder that is not
+    one of our datasets, ``DataError`` when a split ends short of its count, and the first
+    unexpected per-instance exception (naming the instance); nothing is left behind then.
+    """
     from tqdm import tqdm
 
     cfg.validate()
     out = Path(out_dir)
+    check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    specs, option_pool = plan_instances(cfg)
+    p = plan(cfg)
     skipped: Counter = Counter()
-    schema = _schema(cfg)
-    buffers: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    shards: dict[str, list[str]] = {s: [] for s in SPLITS}
     hist: dict[str, Counter] = {s: Counter() for s in SPLITS}
     rpc: list[float] = []
     view_stats: list[tuple] = []
-
-    def flush(split: str) -> None:
-        rows = buffers[split]
-        if not rows:
-            return
-        (tmp / split).mkdir(exist_ok=True)
-        name = f"{split}/shard-{len(shards[split]):05d}.parquet"
-        table = pa.Table.from_pylist(rows, schema=schema)
-        pq.write_table(table, tmp / name, compression="zstd", row_group_size=len(rows))
-        shards[split].append(name)
-        buffers[split] = []
-
-    def consume(results) -> None:
-        for spec, row, reason in tqdm(
-            results, total=len(specs), desc="build_dataset", disable=not progress, mininterval=1
-        ):
-            if row is None:
-                log.warning("skipped %s/%d (%s): %s", spec.split, spec.index, spec.category, reason)
-                skipped[reason] += 1
-                continue
+    bar = tqdm(total=len(p.specs), desc="build_dataset", disable=not progress, mininterval=1)
+    # built in a temporary folder that replaces ``out`` only when complete (pointvl.io)
+    with atomic_dir(out) as tmp, bar, _mapper(cfg, quant_bins, p.option_pool) as run:
+        writer = ShardWriter(tmp, _schema(cfg), cfg.shard_size)
+        for spec, row in built_rows(cfg, p, run, skipped, bar):
             hist[spec.split][spec.category] += 1
             rpc.append(_gt_rpc(row))
             if cfg.task == "view":
@@ -523,54 +731,13 @@ def build(
                     (row["view_clamped"], row["visible_pixels"] < cfg.num_points,
                      row["visible_pixels"], 1.0 - float(np.mean(row["kpts3d_visible"])))
                 )  # fmt: skip
-            buffers[spec.split].append(row)
-            if len(buffers[spec.split]) >= cfg.shard_size:
-                flush(spec.split)
-
-    # built in a temporary folder that replaces ``out`` only when complete (pointvl.io)
-    with atomic_dir(out) as tmp:
-        if cfg.workers == 1:
-            _init_worker(cfg, quant_bins, option_pool)
-            consume(map(_run, specs))
-        else:
-            # spawn (no fork after OpenMP), one OpenMP thread per worker process
-            old = os.environ.get("OMP_NUM_THREADS")
-            os.environ["OMP_NUM_THREADS"] = "1"
-            try:
-                ctx = mp.get_context("spawn")
-                with ctx.Pool(cfg.workers, _init_worker, (cfg, quant_bins, option_pool)) as pool:
-                    consume(pool.imap(_run, specs, chunksize=4))
-            finally:
-                if old is None:
-                    os.environ.pop("OMP_NUM_THREADS", None)
-                else:
-                    os.environ["OMP_NUM_THREADS"] = old
+            writer.add(spec.split, row)
         for split in SPLITS:
-            flush(split)
-        manifest = {
-            "name": "pointvl-3d benchmark",
-            "profile": profile,
-            "format": "parquet",
-            "splits": {
-                s: {
-                    "count": sum(hist[s].values()),
-                    "shards": shards[s],
-                    "category_histogram": dict(sorted(hist[s].items())),
-                }
-                for s in SPLITS
-            },
-            "skipped": dict(sorted(skipped.items())),
-            "quant_bins": quant_bins,
-            "points_shape": [cfg.num_points, 6],
-            "num_keypoints": cfg.num_keypoints,
-            "image_size": cfg.image_size,
-            "depth_scale": DEPTH_SCALE,
-            # workers and paths do not change the data: kept out of the manifest (and its bytes)
-            "config": _manifest_config(cfg),
-            "columns": COLUMNS_DOC | (VIEW_COLUMNS_DOC if cfg.task == "view" else {}),
-            "gt_rpc_mean": round(float(np.mean(rpc)), 6) if rpc else None,
-            "content_hash": content_hash(tmp),
-        } | ({"view": _view_summary(view_stats)} if cfg.task == "view" else {})
+            writer.flush(split)
+        check_counts(cfg, hist, skipped)
+        manifest = _manifest(cfg, p, profile, quant_bins, writer, hist, skipped, rpc, tmp)
+        if cfg.task == "view":
+            manifest["view"] = _view_summary(view_stats)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     elapsed = time.perf_counter() - t0
     done = sum(m["count"] for m in manifest["splits"].values())
@@ -581,6 +748,7 @@ def build(
         "test": manifest["splits"]["test"]["count"],
         "skipped": manifest["skipped"],
         "skipped_total": sum(skipped.values()),
+        **({"ignored": manifest["ignored"]} if "ignored" in manifest else {}),
         "seconds": round(elapsed, 3),
         "instances_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
         "instances_per_s_per_core": round(done / elapsed / cfg.workers, 3) if elapsed > 0 else None,

@@ -11,12 +11,15 @@
 Each instance has several QA pairs. ``qa_mode`` picks how they become samples:
 ``"rotate"`` (one sample per instance, QA number ``crc32(uid) % n_qa``: every type
 appears, the dataset keeps one row per object), ``"all"`` (one sample per instance and QA pair) or
-``"first"`` (the multiple-choice category question only). ``list_texts`` returns every text
+``"first"`` (the multiple-choice category question only). Every shard is checked against
+the manifest's sha256 the first time a process reads it (``verify_shard``: a flipped bit is
+a ``DataError``, never silently loaded). ``list_texts`` returns every text
 of a folder (questions, answers, descriptions, targets) for tokenizer training.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -30,6 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+
+from pointvl.config import DataError
 
 QA_MODES = ("rotate", "all", "first")
 VAL_FRACTION = 0.05
@@ -58,7 +63,73 @@ def read_manifest(root: str | os.PathLike) -> dict:
     path = Path(root) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{root}: no manifest.json (not a built dataset, or unfinished)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err}); rebuild the dataset") from None
+    if not isinstance(manifest, dict) or "splits" not in manifest:
+        raise DataError(f"{path}: not a dataset manifest (no 'splits'); rebuild the dataset")
+    return manifest
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_hashes(root: str | os.PathLike) -> dict[str, str]:
+    """{relative shard path: sha256} of every shard under ``root``, sorted by path."""
+    root = Path(root)
+    return {
+        p.relative_to(root).as_posix(): file_sha256(p)
+        for p in sorted(root.glob("*/shard-*.parquet"))
+    }
+
+
+def content_hash(root: str | os.PathLike, hashes: dict[str, str] | None = None) -> str:
+    """sha256 over (relative path, sha256) of every shard, sorted by path."""
+    hashes = shard_hashes(root) if hashes is None else hashes
+    h = hashlib.sha256()
+    for rel, digest in sorted(hashes.items()):
+        h.update(f"{rel}:{digest}\n".encode())
+    return h.hexdigest()
+
+
+_VERIFIED: set[tuple] = set()
+"""Shards whose sha256 matched the manifest in this process: (path, size, mtime_ns, sha256)."""
+
+
+def verify_shard(root: str | os.PathLike, rel: str, manifest: dict) -> None:
+    """Check one shard against the manifest's ``shard_sha256`` (once per process and file
+    version); ``DataError`` naming the shard when it differs. A manifest written before
+    per-shard hashes existed is checked against ``content_hash`` over all its shards."""
+    path = Path(root) / rel
+    expected = (manifest.get("shard_sha256") or {}).get(rel)
+    if expected is None and "content_hash" in manifest:
+        key = (str(Path(root).resolve()), "content_hash", manifest["content_hash"])
+        if key not in _VERIFIED:
+            if content_hash(root, shard_hashes(root)) != manifest["content_hash"]:
+                raise DataError(
+                    f"{root}: the shards' content hash differs from manifest.json's: a shard "
+                    "is corrupted or was changed after the build; rebuild the dataset"
+                )
+            _VERIFIED.add(key)
+        return
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
+    if key in _VERIFIED:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise DataError(
+            f"{path}: sha256 {actual[:16]}... differs from manifest.json's "
+            f"{expected[:16]}...: the shard is corrupted or was changed after the build; "
+            "rebuild the dataset"
+        )
+    _VERIFIED.add(key)
 
 
 def val_count(num_train: int) -> int:
@@ -69,7 +140,8 @@ def val_count(num_train: int) -> int:
 def read_split(
     root: str | os.PathLike, split: str, columns: Sequence[str] | None = None
 ) -> pa.Table:
-    """The rows of one split as a pyarrow Table (shards concatenated in order).
+    """The rows of one split as a pyarrow Table (shards concatenated in order), each shard
+    checked against the manifest's sha256 first (``verify_shard``).
 
     ``train`` and ``val`` are carved from the stored train split (``VAL_FRACTION``);
     ``train_all`` is the stored train split whole."""
@@ -79,7 +151,12 @@ def read_split(
         raise ValueError(f"split={split!r}: expected one of {SPLITS}")
     shards = manifest["splits"][stored]["shards"]
     if not shards:
-        return pq.read_schema(next(Path(root).glob("*/shard-*.parquet"))).empty_table()
+        any_shard = next(Path(root).glob("*/shard-*.parquet"), None)
+        if any_shard is None:
+            raise DataError(f"{root}: the dataset has no shards at all; rebuild it")
+        return pq.read_schema(any_shard).empty_table()
+    for rel in shards:
+        verify_shard(root, rel, manifest)
     table = pa.concat_tables([pq.read_table(Path(root) / s, columns=columns) for s in shards])
     if stored == "train" and split != "train_all":
         n_val = val_count(table.num_rows)

@@ -38,19 +38,23 @@ therefore meaningless and must not be reported: ``REPORTED_METRICS`` lists the o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import numpy as np
 
+from pointvl.config import Range
 from pointvl.schema import DEFAULT_QUANT_BINS, format_target
 
 __all__ = [
+    "EvalTrivialConfig",
     "PREDICTORS",
     "REPORTED_METRICS",
     "box_centre",
     "centroid_mean_size",
     "cloud_aabb",
     "cloud_fps",
+    "evaluate_trivial",
     "probes",
     "train_mean",
     "trivial_completions",
@@ -274,4 +278,41 @@ def probes(data_dir: str, split: str = "test", n_boot: int = 1000, seed: int = 0
     for name in per[0] if per else ():
         ci = bootstrap_ci(np.array([p[name] for p in per]), n_boot=n_boot, seed=seed)
         out[name] = {"mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n}
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage's run
+@dataclass
+class EvalTrivialConfig:
+    """Section ``eval_trivial`` of params.yaml (the ``eval_trivial`` stage)."""
+
+    data_dir: str = "data/{profile}"
+    """The built benchmark ({profile} is replaced by the active profile)."""
+    n_boot: Annotated[int, Range(ge=100)] = 1000
+    """Bootstrap resamples for the 95% CIs."""
+    seed: int = 0
+    """Seeds the bootstrap."""
+    metrics: str = "results/metrics/eval/trivial.json"
+    """Output: {predictor: {metric: {mean, lo, hi, n}}}."""
+    probes: str = "results/metrics/eval/trivial_probes.json"
+    """Output: {probe: {mean, lo, hi, n}} of ``probes`` on the test split."""
+
+
+def evaluate_trivial(cfg: EvalTrivialConfig, profile: str) -> dict:
+    """Every trivial predictor on the test split, scored by the model metric path (95% CIs);
+    only ``REPORTED_METRICS`` are kept. Writes ``cfg.metrics`` and ``cfg.probes`` (``probes``:
+    the same predictors unquantized), each atomically, and returns the metrics."""
+    from pointvl.eval.metrics import evaluate
+    from pointvl.eval.targets import load_targets
+    from pointvl.io import atomic_write_json
+
+    data_dir = cfg.data_dir.format(profile=profile)
+    train, _, _ = load_targets(data_dir, "train")
+    test, points, quant_bins = load_targets(data_dir, "test")
+    out = {}
+    for name, texts in trivial_completions(train, test, quant_bins, points).items():
+        res = evaluate(texts, test, quant_bins, seed=cfg.seed, n_boot=cfg.n_boot, language=False)
+        out[name] = {m: res[m] for m in REPORTED_METRICS if m in res}
+    atomic_write_json(cfg.metrics, out)
+    atomic_write_json(cfg.probes, probes(data_dir, "test", n_boot=cfg.n_boot, seed=cfg.seed))
     return out

@@ -48,20 +48,19 @@ recovered scores 0 and counts in ``parse_fail``; nothing here raises on a malfor
 
 from __future__ import annotations
 
-import ast
 import json
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import json_repair
 import numpy as np
 
 from pointvl.eval.bootstrap import DEFAULT_N_BOOT, bootstrap_ci
 from pointvl.geometry import iou_2d, keypoint_containment
-from pointvl.schema import parse_output, skip_string
+from pointvl.schema import Brackets, finite_number, parse_output
 
 __all__ = [
     "AUTO_COORDS",
@@ -143,6 +142,11 @@ _KPT_KEYS |= {"points", "points2d"}
 _POINT_KEYS = ("point2d", "point", "xy", "coordinates")
 _MAX_STARTS = 64
 _MAX_SEGMENT = 200_000
+_DECODE_PER_CHAR, _DECODE_FLOOR = 8, 65_536
+"""At most 8 x len(reply) + 64 KiB characters go through the JSON decoders per reply."""
+_REPAIR_CHARS = 2048
+"""At most 2 KiB go through json_repair per reply: it is superlinear (2 KiB of "{" take
+~0.25 s, 8 KiB ~1.2 s; results/bench/parsers.json), while a real reply is well under 2 KiB."""
 
 
 def _key(k: Any) -> str:
@@ -150,8 +154,7 @@ def _key(k: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(k).lower())
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+_is_num = finite_number  # a finite JSON number (huge integers and NaN are not)
 
 
 def _as_box(v: Any) -> np.ndarray | None:
@@ -189,17 +192,20 @@ def _as_points(v: Any) -> np.ndarray | None:
 
 
 def _find(value: Any, keys: set[str], convert) -> tuple[np.ndarray | None, bool]:
-    """Depth-first: the first entry whose key is in ``keys`` -> (converted or None, found)."""
+    """Depth-first: the first entry whose key is in ``keys`` -> (converted or None, found).
+
+    A dict's own keys are checked before its values are entered (pre-order, linear time).
+    """
     stack = [value]
     while stack:
-        v = stack.pop(0)
+        v = stack.pop()
         if isinstance(v, dict):
             for k, x in v.items():
                 if _key(k) in keys:
                     return convert(x), True
-            stack = list(v.values()) + stack
+            stack.extend(reversed(list(v.values())))
         elif isinstance(v, list):
-            stack = list(v) + stack
+            stack.extend(reversed(v))
     return None, False
 
 
@@ -211,59 +217,77 @@ def _find_point_list(value: Any) -> np.ndarray | None:
     return None
 
 
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index after the bracket closing text[start] ('{' or '['); None if never closed."""
-    depth, i, n = 0, start, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            i = skip_string(text, i)
-        elif c in "[{":
-            depth += 1
-        elif c in "]}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
-
-
 _FAIL = object()
-
-
-def _loads_lenient(segment: str) -> Any:
-    """JSON, then JSON without trailing commas, then a Python literal (single quotes)."""
-    if len(segment) > _MAX_SEGMENT:
-        return _FAIL
-    for attempt in (
-        lambda s: json.loads(s),
-        lambda s: json.loads(re.sub(r",\s*([}\]])", r"\1", s)),
-        lambda s: ast.literal_eval(s),
-    ):
-        try:
-            return attempt(segment)
-        except Exception:  # noqa: BLE001, S112 - any failure: try the next reading
-            continue
-    return _FAIL
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_FENCED_START = re.compile(r"```[a-zA-Z]*\s*([\[{])")
+_OPEN = re.compile(r"[\[{]")
 
 
 def _starts(text: str) -> list[int]:
     """Where JSON may begin: brackets inside ``` fences first, then every bracket, in order."""
-    fenced = []
-    for m in re.finditer(r"```[a-zA-Z]*\s*([\[{])", text):
-        fenced.append(m.start(1))
-    rest = [i for i, c in enumerate(text) if c in "[{" and i not in fenced]
-    return (fenced + rest)[:_MAX_STARTS]
+    starts = [m.start(1) for _, m in zip(range(_MAX_STARTS), _FENCED_START.finditer(text))]
+    seen = set(starts)
+    for m in _OPEN.finditer(text):
+        if len(starts) >= _MAX_STARTS:
+            break
+        if m.start() not in seen:
+            starts.append(m.start())
+    return starts
 
 
-def _json_values(text: str) -> Iterator[Any]:
-    """Every decodable JSON (or Python-literal) value in the text, in ``_starts`` order."""
+class _Budget:
+    """Characters the decoders may still read in one reply (keeps ``parse_reply`` linear)."""
+
+    def __init__(self, text: str):
+        self.decode = _DECODE_PER_CHAR * len(text) + _DECODE_FLOOR
+        self.repair = _REPAIR_CHARS
+
+
+def _loads_lenient(segment: str, closed: bool, budget: _Budget) -> Any:
+    """JSON, then JSON without trailing commas, then ``json_repair`` (single quotes, missing
+    closing brackets of a truncated reply, comments, ...) within ``budget.repair``."""
+    if closed:
+        for attempt in (json.loads, lambda s: json.loads(_TRAILING_COMMA.sub(r"\1", s))):
+            try:
+                return attempt(segment)
+            except (ValueError, RecursionError):
+                continue
+    if len(segment) > budget.repair:
+        return _FAIL
+    budget.repair -= len(segment)
+    try:
+        return json_repair.loads(segment, skip_json_loads=True)
+    except Exception:  # noqa: BLE001 - any failure of the repair: not a value
+        return _FAIL
+
+
+def _json_values(text: str, br: Brackets) -> Iterator[tuple[Any, bool]]:
+    """(value, closed) for every decodable JSON (or leniently repaired) value in the text, in
+    ``_starts`` order; ``closed``: its brackets balance (else json_repair closed them)."""
+    budget = _Budget(text)
     for start in _starts(text):
-        end = _balanced_end(text, start)
-        if end is not None:
-            value = _loads_lenient(text[start:end])
-            if value is not _FAIL:
-                yield value
+        end = br.close(start)
+        segment = text[start:end] if end is not None else text[start:]
+        if len(segment) > min(_MAX_SEGMENT, budget.decode):
+            continue
+        budget.decode -= len(segment)
+        value = _loads_lenient(segment, end is not None, budget)
+        if value is not _FAIL:
+            yield value, end is not None
+
+
+def _find_keypoints(value: Any) -> tuple[np.ndarray | None, bool]:
+    k, found = _find(value, _KPT_KEYS, _as_points)
+    k = k if k is not None else _find_point_list(value)
+    return k, found or k is not None
+
+
+def _guarded(find, value: Any) -> tuple[np.ndarray | None, bool]:
+    """One field's search; an exception inside it fails that field only."""
+    try:
+        return find(value)
+    except Exception:  # noqa: BLE001 - field locality: never cost the other field
+        return None, True
 
 
 def _parse(text: Any, num_keypoints: int | None) -> Reply2D:
@@ -271,21 +295,21 @@ def _parse(text: Any, num_keypoints: int | None) -> Reply2D:
     if not isinstance(text, str):
         return reply
     # 1. Our own schema parser: it also keeps the fields completed before a truncation.
-    parsed = parse_output(text, num_keypoints=None)
+    br = Brackets(text)
+    parsed = parse_output(text, num_keypoints=None, brackets=br)
     box = parsed.values["bbox2d"] if parsed.errors["bbox2d"] is None else None
     kpts = parsed.values["kpts2d"] if parsed.errors["kpts2d"] is None else None
     seen = {f: parsed.errors[f] not in ("missing", "no_json") for f in ("bbox2d", "kpts2d")}
     any_json = parsed.json_span is not None
     # 2. Any JSON value: key aliases, nesting, lists of objects, lenient decoding.
-    for value in _json_values(text) if box is None or kpts is None else ():
-        any_json = True
+    for value, closed in _json_values(text, br) if box is None or kpts is None else ():
+        any_json = any_json or closed  # a repaired fragment alone is not "JSON in the reply"
         if box is None:
-            b, found = _find(value, _BOX_KEYS, _as_box)
+            b, found = _guarded(lambda v: _find(v, _BOX_KEYS, _as_box), value)
             box, seen["bbox2d"] = b, seen["bbox2d"] or found
         if kpts is None:
-            k, found = _find(value, _KPT_KEYS, _as_points)
-            k = k if k is not None else _find_point_list(value)
-            kpts, seen["kpts2d"] = k, seen["kpts2d"] or found or k is not None
+            k, found = _guarded(_find_keypoints, value)
+            kpts, seen["kpts2d"] = k, seen["kpts2d"] or found
         if box is not None and kpts is not None:
             break
     for name, v in (("bbox2d", box), ("kpts2d", kpts)):
@@ -307,14 +331,19 @@ def parse_reply(text: Any, num_keypoints: int | None = None) -> Reply2D:
     Tried in order, each field taken from the first reading that yields it:
     1. ``schema.parse_output`` (our own JSON object; tolerates prose, ``` fences and a
        truncated object, keeping the fields completed before the cut);
-    2. every JSON value in the text (fenced first), decoded leniently (trailing commas,
-       single quotes), searched depth-first for a key alias (``bbox_2d``, ``bbox``, ``box``,
+    2. every JSON value in the text (fenced first), decoded leniently (trailing commas, then
+       ``json_repair`` for single quotes, a truncated reply's missing brackets, ...), searched depth-first for a key alias (``bbox_2d``, ``bbox``, ``box``,
        ``keypoints``, ``points``, ... compared lower-case without ``_``/``-``/spaces); boxes
        as ``[x1, y1, x2, y2]``, ``[[x1, y1], [x2, y2]]`` or ``{x1, y1, x2, y2}``; keypoints as
        ``[[x, y], ...]``, ``[{"point_2d": [x, y]}, ...]`` or ``[{"x":, "y":}, ...]``; also a
        bare list of ``{"point_2d": ...}`` objects (Qwen's pointing format).
     ``num_keypoints``: when given, another count is error ``wrong_count``. Values are in the
     model's coordinates; ``reply_to_pixels`` maps them to the original image.
+
+    Linear time: bracket matching is shared by every candidate (``schema.Brackets``), and the
+    decoders read at most 8 x len(text) + 64 KiB characters, json_repair at most 2 KiB
+    (a 1 MB adversarial reply: ``benchmarks/bench_parsers.py``). A fault inside one field's
+    value costs that field only.
     """
     try:
         return _parse(text, num_keypoints)

@@ -3,6 +3,10 @@
 ``PointVLConfig`` *is* a ``Qwen2_5_VLConfig`` (text + vision sub-configs, token ids) with a
 Point-BERT sub-config, the fusion settings and the freezing policy added, so that
 ``AutoConfig`` / ``AutoModelForCausalLM`` rebuild the policy by path (TRL's reference model).
+It is derived from the typed ``model`` section (``ModelConfig.policy_fields``); its own
+defaults are ``ModelConfig``'s, and the ``paper`` size is read from params.yaml's paper
+profile (``paper_model_config``), never typed a second time. A saved config whose
+Point-BERT part says ``group_size`` (before the rename to ``points_per_group``) still loads.
 
 Two sizes, one code path (``ModelConfig.size``):
 
@@ -19,15 +23,128 @@ Two sizes, one code path (``ModelConfig.size``):
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import Annotated
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig, Qwen2_5_VLConfig
 
-from pointvl.config import ConfigError
+from pointvl.config import ConfigError, OneOf, PositiveInt, Range
 from pointvl.model.point_bert import PointBertConfig, tiny_point_bert_config
 
 SIZES = ("tiny", "paper")
 PAPER_BACKBONE = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Section ``model`` of params.yaml: which policy to build and what it trains."""
+
+    size: Annotated[str, OneOf(*SIZES)] = "tiny"
+    """``tiny`` (random init from configs) or ``paper`` (Qwen2.5-VL-3B + published Point-BERT)."""
+    backbone: str = PAPER_BACKBONE
+    """paper only: local path or hub id of Qwen2.5-VL-3B-Instruct (tiny ignores it)."""
+    point_bert_checkpoint: str | None = None
+    """paper only: released Point-BERT checkpoint (.pth) loaded into the point encoder."""
+    image_size: Annotated[int, Range(ge=28)] = 112
+    """Images are resized to image_size^2 (a multiple of 28) before the vision tower
+    (params: ``${shared.image_size}``, the size build_dataset renders)."""
+    num_points: PositiveInt = 1024
+    """N: points per cloud fed to Point-BERT (params: ``${shared.num_points}``)."""
+    num_groups: PositiveInt = 64
+    """Point-BERT groups, FPS centres (point tokens = num_groups + 1)."""
+    points_per_group: PositiveInt = 32
+    """K: nearest neighbours per group (was ``group_size``)."""
+    point_in_channels: Annotated[int, OneOf(3, 6)] = 6
+    """3 = xyz (published weights), 6 = xyz + normals."""
+    point_encoder_widths: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])
+    """Point-BERT mini-PointNet inner widths (paper / published: [128, 256, 512])."""
+    point_hidden_size: PositiveInt = 128
+    """Point-BERT width (paper: 384)."""
+    point_layers: PositiveInt = 2
+    """Point-BERT depth (paper: 12)."""
+    point_heads: PositiveInt = 4
+    """Point-BERT heads (paper: 6)."""
+    lm_hidden_size: PositiveInt = 128
+    """tiny only: LM width."""
+    lm_layers: PositiveInt = 2
+    """tiny only: LM depth."""
+    lm_heads: PositiveInt = 4
+    """tiny only: LM attention heads (head_dim = lm_hidden_size / lm_heads)."""
+    lm_kv_heads: PositiveInt = 2
+    """tiny only: LM key/value heads."""
+    lm_intermediate_size: PositiveInt = 256
+    """tiny only: LM MLP width."""
+    vision_depth: PositiveInt = 2
+    """tiny only: vision tower depth."""
+    vision_hidden_size: PositiveInt = 64
+    """tiny only: vision tower width."""
+    vision_heads: PositiveInt = 2
+    """tiny only: vision tower heads."""
+    fusion_num_heads: PositiveInt = 4
+    """Cross-attention heads, Eq. (2) (must divide point_hidden_size)."""
+    fusion_layernorm: bool = True
+    """LayerNorm after the residual of Eq. (3)."""
+    freeze_point_encoder: bool = False
+    """tiny: False (no pre-trained Point-BERT, it trains in SFT); paper: True (Sec. 4.2)."""
+    freeze_vision: bool = False
+    """tiny: False; paper: True [reconstruction]."""
+    freeze_language_model: bool = False
+    """False in both profiles."""
+
+    def validate(self) -> None:
+        if self.image_size % 28:
+            raise ConfigError(f"model.image_size={self.image_size}: expected a multiple of 28")
+        if self.point_hidden_size % self.fusion_num_heads:
+            raise ConfigError(
+                f"model.fusion_num_heads={self.fusion_num_heads}: must divide "
+                f"point_hidden_size={self.point_hidden_size}"
+            )
+        if self.point_hidden_size % self.point_heads:
+            raise ConfigError(
+                f"model.point_heads={self.point_heads}: must divide point_hidden_size"
+            )
+        if not (self.points_per_group <= self.num_points and self.num_groups <= self.num_points):
+            raise ConfigError(
+                f"model.num_groups={self.num_groups} / points_per_group={self.points_per_group}: "
+                f"expected <= num_points={self.num_points}"
+            )
+        head_dim = self.lm_hidden_size // self.lm_heads
+        if self.size == "tiny" and (head_dim % 8 or self.lm_heads % self.lm_kv_heads):
+            raise ConfigError(
+                f"model.lm_hidden_size/lm_heads={head_dim}: expected a multiple of 8, and "
+                f"lm_kv_heads={self.lm_kv_heads} dividing lm_heads={self.lm_heads}"
+            )
+
+    def policy_fields(self) -> dict:
+        """The HF config fields this section sets (``PointVLConfig``): Point-BERT's size, the
+        fusion and the freezing policy; the tiny and paper builders both use it."""
+        return dict(
+            point_config=self.point_config(),
+            fusion_num_heads=self.fusion_num_heads,
+            fusion_layernorm=self.fusion_layernorm,
+            freeze_point_encoder=self.freeze_point_encoder,
+            freeze_vision=self.freeze_vision,
+            freeze_language_model=self.freeze_language_model,
+        )
+
+    def point_config(self) -> PointBertConfig:
+        return PointBertConfig(
+            num_points=self.num_points,
+            num_groups=self.num_groups,
+            points_per_group=self.points_per_group,
+            in_channels=self.point_in_channels,
+            encoder_dims=256 if self.size == "paper" else 128,
+            encoder_widths=tuple(self.point_encoder_widths),
+            hidden_size=self.point_hidden_size,
+            num_hidden_layers=self.point_layers,
+            num_attention_heads=self.point_heads,
+            pos_hidden_size=128 if self.size == "paper" else 64,
+        )
+
+
+_DEFAULTS = ModelConfig()
+"""The one set of defaults: ``PointVLConfig``'s fields take theirs from here."""
 
 
 @strict
@@ -44,15 +161,15 @@ class PointVLConfig(Qwen2_5_VLConfig):
     """Point-BERT size (``PointBertConfig``); None = the published size."""
     point_token_id: int = 151665
     """Id of ``<|point_pad|>``: one placeholder per point token (CLS + G) in the prompt."""
-    fusion_num_heads: int = 8
+    fusion_num_heads: int = _DEFAULTS.fusion_num_heads
     """Heads of the geometry-guided cross-attention, Eq. (2) [reconstruction: multi-head]."""
-    fusion_layernorm: bool = True
+    fusion_layernorm: bool = _DEFAULTS.fusion_layernorm
     """LayerNorm after the residual of Eq. (3) [reconstruction]."""
-    freeze_point_encoder: bool = True
+    freeze_point_encoder: bool = _DEFAULTS.freeze_point_encoder
     """Point-BERT frozen (paper, Sec. 4.2); False for tiny (no pre-trained encoder)."""
-    freeze_vision: bool = True
+    freeze_vision: bool = _DEFAULTS.freeze_vision
     """Qwen2.5-VL vision tower frozen [reconstruction for paper]; False for tiny."""
-    freeze_language_model: bool = False
+    freeze_language_model: bool = _DEFAULTS.freeze_language_model
     """Qwen2.5-VL language model (+ embeddings, lm_head) frozen; False in both sizes."""
 
     @property
@@ -104,104 +221,6 @@ QWEN25_VL_3B_TOKENS = dict(
 )
 
 
-@dataclasses.dataclass
-class ModelConfig:
-    """Section ``model`` of params.yaml: which policy to build and what it trains."""
-
-    size: str = "tiny"
-    """``tiny`` (random init from configs) or ``paper`` (Qwen2.5-VL-3B + published Point-BERT)."""
-    backbone: str = PAPER_BACKBONE
-    """paper only: local path or hub id of Qwen2.5-VL-3B-Instruct (tiny ignores it)."""
-    point_bert_checkpoint: str | None = None
-    """paper only: released Point-BERT checkpoint (.pth) loaded into the point encoder."""
-    image_size: int = 112
-    """Images are resized to image_size^2 (a multiple of 28) before the vision tower."""
-    num_points: int = 1024
-    """N: points per cloud fed to Point-BERT."""
-    num_groups: int = 64
-    """G: Point-BERT groups (point tokens = G + 1)."""
-    group_size: int = 32
-    """K: points per group."""
-    point_in_channels: int = 6
-    """3 = xyz (published weights), 6 = xyz + normals."""
-    point_encoder_widths: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])
-    """Point-BERT mini-PointNet inner widths (paper / published: [128, 256, 512])."""
-    point_hidden_size: int = 128
-    """Point-BERT width (paper: 384)."""
-    point_layers: int = 2
-    """Point-BERT depth (paper: 12)."""
-    point_heads: int = 4
-    """Point-BERT heads (paper: 6)."""
-    lm_hidden_size: int = 128
-    """tiny only: LM width."""
-    lm_layers: int = 2
-    """tiny only: LM depth."""
-    lm_heads: int = 4
-    """tiny only: LM attention heads (head_dim = lm_hidden_size / lm_heads)."""
-    lm_kv_heads: int = 2
-    """tiny only: LM key/value heads."""
-    lm_intermediate_size: int = 256
-    """tiny only: LM MLP width."""
-    vision_depth: int = 2
-    """tiny only: vision tower depth."""
-    vision_hidden_size: int = 64
-    """tiny only: vision tower width."""
-    vision_heads: int = 2
-    """tiny only: vision tower heads."""
-    fusion_num_heads: int = 4
-    """Cross-attention heads, Eq. (2) (must divide point_hidden_size)."""
-    fusion_layernorm: bool = True
-    """LayerNorm after the residual of Eq. (3)."""
-    freeze_point_encoder: bool = False
-    """tiny: False (no pre-trained Point-BERT, it trains in SFT); paper: True (Sec. 4.2)."""
-    freeze_vision: bool = False
-    """tiny: False; paper: True [reconstruction]."""
-    freeze_language_model: bool = False
-    """False in both profiles."""
-
-    def validate(self) -> None:
-        if self.size not in SIZES:
-            raise ConfigError(f"model.size={self.size!r}: expected one of {SIZES}")
-        if self.image_size % 28:
-            raise ConfigError(f"model.image_size={self.image_size}: expected a multiple of 28")
-        if self.point_hidden_size % self.fusion_num_heads:
-            raise ConfigError(
-                f"model.fusion_num_heads={self.fusion_num_heads}: must divide "
-                f"point_hidden_size={self.point_hidden_size}"
-            )
-        if self.point_hidden_size % self.point_heads:
-            raise ConfigError(
-                f"model.point_heads={self.point_heads}: must divide point_hidden_size"
-            )
-        if self.point_in_channels not in (3, 6):
-            raise ConfigError(f"model.point_in_channels={self.point_in_channels}: expected 3 or 6")
-        if not (self.group_size <= self.num_points and self.num_groups <= self.num_points):
-            raise ConfigError(
-                f"model.num_groups={self.num_groups} / group_size={self.group_size}: "
-                f"expected <= num_points={self.num_points}"
-            )
-        head_dim = self.lm_hidden_size // self.lm_heads
-        if self.size == "tiny" and (head_dim % 8 or self.lm_heads % self.lm_kv_heads):
-            raise ConfigError(
-                f"model.lm_hidden_size/lm_heads={head_dim}: expected a multiple of 8, and "
-                f"lm_kv_heads={self.lm_kv_heads} dividing lm_heads={self.lm_heads}"
-            )
-
-    def point_config(self) -> PointBertConfig:
-        return PointBertConfig(
-            num_points=self.num_points,
-            num_groups=self.num_groups,
-            group_size=self.group_size,
-            in_channels=self.point_in_channels,
-            encoder_dims=256 if self.size == "paper" else 128,
-            encoder_widths=tuple(self.point_encoder_widths),
-            hidden_size=self.point_hidden_size,
-            num_hidden_layers=self.point_layers,
-            num_attention_heads=self.point_heads,
-            pos_hidden_size=128 if self.size == "paper" else 64,
-        )
-
-
 def _mrope_section(head_dim: int) -> list[int]:
     """Split head_dim / 2 rotary frequencies over (t, h, w) like Qwen's [16, 24, 24] for 128."""
     half = head_dim // 2
@@ -244,18 +263,13 @@ def tiny_pointvl_config(token_ids: dict[str, int], vocab_size: int, cfg: ModelCo
     return PointVLConfig(
         text_config=text,
         vision_config=vision,
-        point_config=cfg.point_config(),
         image_token_id=token_ids["image_token_id"],
         video_token_id=token_ids["video_token_id"],
         vision_start_token_id=token_ids["vision_start_token_id"],
         vision_end_token_id=token_ids["vision_end_token_id"],
         point_token_id=token_ids["point_token_id"],
-        fusion_num_heads=cfg.fusion_num_heads,
-        fusion_layernorm=cfg.fusion_layernorm,
-        freeze_point_encoder=cfg.freeze_point_encoder,
-        freeze_vision=cfg.freeze_vision,
-        freeze_language_model=cfg.freeze_language_model,
         tie_word_embeddings=False,
+        **cfg.policy_fields(),
     )
 
 
@@ -275,36 +289,15 @@ def paper_pointvl_config(
     else:
         base = dict(text_config=QWEN25_VL_3B_TEXT, vision_config=QWEN25_VL_3B_VISION)
         base.update(QWEN25_VL_3B_TOKENS)
-    base.update(
-        point_config=cfg.point_config(),
-        point_token_id=point_token_id,
-        fusion_num_heads=cfg.fusion_num_heads,
-        fusion_layernorm=cfg.fusion_layernorm,
-        freeze_point_encoder=cfg.freeze_point_encoder,
-        freeze_vision=cfg.freeze_vision,
-        freeze_language_model=cfg.freeze_language_model,
-    )
+    base.update(point_token_id=point_token_id, **cfg.policy_fields())
     return PointVLConfig(**base)
 
 
-def paper_model_config() -> ModelConfig:
-    """The ``paper`` profile's model section (mirrors ``overrides.paper.model`` in params.yaml)."""
-    return ModelConfig(
-        size="paper",
-        image_size=448,
-        num_points=8192,
-        num_groups=512,
-        group_size=32,
-        point_in_channels=3,
-        point_encoder_widths=[128, 256, 512],
-        point_hidden_size=384,
-        point_layers=12,
-        point_heads=6,
-        fusion_num_heads=6,
-        freeze_point_encoder=True,
-        freeze_vision=True,
-        freeze_language_model=False,
-    )
+def paper_model_config(params: str | os.PathLike | None = None) -> ModelConfig:
+    """The ``paper`` profile's ``model`` section, read from params.yaml (one source)."""
+    from pointvl.config import load_section
+
+    return load_section(params, "model", ModelConfig, "paper")
 
 
 __all__ = [

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +54,8 @@ class PointBertConfig(PreTrainedConfig):
     """N: points per cloud the encoder is sized for (FPS picks `num_groups` of them)."""
     num_groups: int = 512
     """G: FPS centres = point tokens (plus one CLS token)."""
-    group_size: int = 32
-    """K: nearest neighbours per centre."""
+    points_per_group: int = 32
+    """K: nearest neighbours per centre (saved configs before the rename call it group_size)."""
     in_channels: int = 3
     """Per-point input channels: 3 = xyz (published weights); 6 = xyz + normals."""
     encoder_dims: int = 256
@@ -77,11 +79,18 @@ class PointBertConfig(PreTrainedConfig):
         """Point tokens handed to the fusion: CLS + G groups."""
         return self.num_groups + 1
 
+    def __post_init__(self, **kwargs):
+        old = kwargs.pop("group_size", None)  # checkpoints saved before the rename
+        if old is not None:
+            self.points_per_group = old
+        super().__post_init__(**kwargs)
+
     def validate_sizes(self) -> None:
         """Run by ``@strict`` at construction (any ``validate_*`` method is a class validator)."""
-        if self.group_size > self.num_points or self.num_groups > self.num_points:
+        if self.points_per_group > self.num_points or self.num_groups > self.num_points:
             raise ValueError(
-                f"point_config: num_groups={self.num_groups} and group_size={self.group_size} "
+                f"point_config: num_groups={self.num_groups} and "
+                f"points_per_group={self.points_per_group} "
                 f"must be <= num_points={self.num_points}"
             )
         if self.hidden_size % self.num_attention_heads:
@@ -100,7 +109,7 @@ def tiny_point_bert_config(**overrides) -> PointBertConfig:
     values = dict(
         num_points=1024,
         num_groups=64,
-        group_size=32,
+        points_per_group=32,
         in_channels=6,
         encoder_dims=128,
         encoder_widths=(32, 64, 128),
@@ -138,7 +147,7 @@ def farthest_point_sample(xyz: torch.Tensor, num_samples: int) -> torch.Tensor:
     return idx
 
 
-def group_points(points: torch.Tensor, num_groups: int, group_size: int):
+def group_points(points: torch.Tensor, num_groups: int, points_per_group: int):
     """Eq. (2) input: FPS centres and their KNN groups, xyz relative to the centre.
 
     points (B, N, D) with D >= 3 (xyz first). Returns ``neighborhood`` (B, G, K, D) whose first 3
@@ -155,7 +164,7 @@ def group_points(points: torch.Tensor, num_groups: int, group_size: int):
     centers = xyz[batch, center_idx]  # (B, G, 3)
     with torch.no_grad():
         dist = torch.cdist(xyz32[batch, center_idx], xyz32)  # (B, G, N)
-        knn_idx = dist.topk(group_size, dim=-1, largest=False).indices  # (B, G, K)
+        knn_idx = dist.topk(points_per_group, dim=-1, largest=False).indices  # (B, G, K)
     neighborhood = points[batch[..., None], knn_idx]  # (B, G, K, D)
     neighborhood = torch.cat(
         [neighborhood[..., :3] - centers[:, :, None], neighborhood[..., 3:]], dim=-1
@@ -284,7 +293,7 @@ class PointBertEncoder(nn.Module):
             )
         dtype = self.reduce_dim.weight.dtype
         points = points[..., : cfg.in_channels].float()  # (B, N, D) grouped in fp32
-        neighborhood, centers = group_points(points, cfg.num_groups, cfg.group_size)
+        neighborhood, centers = group_points(points, cfg.num_groups, cfg.points_per_group)
         neighborhood, centers = neighborhood.to(dtype), centers.to(dtype)  # the weights' dtype
         tokens = self.reduce_dim(self.encoder(neighborhood))  # (B, G, C)
         B = tokens.shape[0]
@@ -337,16 +346,44 @@ def map_point_bert_keys(state_dict: dict) -> tuple[dict, list[str]]:
     return mapped, ignored
 
 
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint file as a dict of tensors and plain values, without running its code.
+
+    ``.safetensors`` via safetensors; anything else via ``torch.load(weights_only=True)``,
+    which refuses pickled objects other than tensors, containers and numbers (a malicious
+    ``.pth`` cannot execute code). Such a file is a ``DataError`` naming it.
+    """
+    from pointvl.config import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Point-BERT checkpoint {path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0][:300]
+        raise DataError(
+            f"Point-BERT checkpoint {path}: holds objects other than tensors and plain values, "
+            f"refused (weights_only=True: {first}); convert it to a plain state dict or "
+            "safetensors with a trusted copy of its code"
+        ) from None
+
+
 def load_point_bert_state_dict(
     encoder: PointBertEncoder, checkpoint: dict | str | os.PathLike, strict: bool = False
 ) -> LoadReport:
     """Load a released Point-BERT checkpoint (path or dict) into ``encoder``; report the keys.
 
     A key whose shape differs from ours raises ``ValueError`` (a size mismatch is never silent).
-    ``strict=True`` also raises when a key is missing or unexpected.
+    ``strict=True`` also raises when a key is missing or unexpected. A path is read with
+    ``read_checkpoint`` (safetensors, or ``torch.load(weights_only=True)``: no code runs).
     """
     if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(checkpoint)
     mapped, ignored = map_point_bert_keys(checkpoint)
     own = encoder.state_dict()
     unexpected = sorted(k for k in mapped if k not in own)

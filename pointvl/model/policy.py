@@ -355,10 +355,10 @@ def build_tiny_policy(tokenizer, cfg=None, seed: int = 0):
     return model, processor
 
 
-def build_policy(cfg, tokenizer):
+def build_policy(cfg, tokenizer, seed: int = 0):
     """The policy a stage trains, from the ``model`` section (``ModelConfig``) and a tokenizer.
 
-    ``tiny``: ``build_tiny_policy``. ``paper``: Qwen2.5-VL-3B from ``cfg.backbone`` (path or
+    ``tiny``: ``build_tiny_policy`` (random init seeded with ``seed``). ``paper``: Qwen2.5-VL-3B from ``cfg.backbone`` (path or
     hub id) + Point-BERT (``cfg.point_bert_checkpoint`` if given) via ``from_backbone``; the
     tokenizer must already hold ``<|point_pad|>`` (the ``train_tokenizer`` stage adds it).
     Returns (model, processor).
@@ -368,7 +368,7 @@ def build_policy(cfg, tokenizer):
 
     cfg.validate()
     if cfg.size == "tiny":
-        return build_tiny_policy(tokenizer, cfg)
+        return build_tiny_policy(tokenizer, cfg, seed=seed)
     backbone_config = AutoConfig.from_pretrained(cfg.backbone)
     point_token_id = tokenizer.convert_tokens_to_ids("<|point_pad|>")
     config = paper_pointvl_config(backbone_config, cfg, point_token_id=point_token_id)

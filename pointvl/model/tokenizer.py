@@ -9,11 +9,16 @@ precisely what the span alignment in ``pointvl.spans`` must survive.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
+from typing import Annotated
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
+
+from pointvl.config import ConfigError, DataError, OneOf, PositiveInt
 
 SPECIAL_TOKENS = {
     "pad_token": "<|pad|>",
@@ -102,3 +107,93 @@ def special_token_ids(tokenizer) -> dict[str, int]:
         "eos_token_id": int(tokenizer.eos_token_id),
         "pad_token_id": int(pad),
     }
+
+
+# ----------------------------------------------------------------------------- the stage's run
+SOURCES = ("bpe", "backbone")
+
+
+@dataclasses.dataclass
+class TrainTokenizerConfig:
+    """Section ``train_tokenizer`` of params.yaml (the ``train_tokenizer`` stage)."""
+
+    source: Annotated[str, OneOf(*SOURCES)] = "bpe"
+    """``bpe``: train a byte-level BPE on the dataset text; ``backbone``: Qwen's tokenizer."""
+    data_dir: str = "data/tiny"
+    """Built dataset folder (``build_dataset`` output) whose texts train the BPE."""
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
+    """Dataset splits whose texts train the BPE (never the test split)."""
+    vocab_size: PositiveInt = 1024
+    """BPE vocabulary size, special tokens included (>= 300 for ``bpe``)."""
+    min_frequency: PositiveInt = 2
+    """BPE: minimum pair frequency for a merge."""
+    backbone: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    """``source: backbone``: local path or hub id of the backbone's tokenizer."""
+    out_dir: str = "models/tiny/tokenizer"
+    """Where the tokenizer is saved (replaced whole, only once it is complete)."""
+    metrics: str = "results/metrics/train_tokenizer.json"
+    """Metrics JSON (vocab size, texts, tokens per target)."""
+
+    def validate(self) -> None:
+        if self.source == "bpe" and self.vocab_size < 300:
+            raise ConfigError(
+                f"train_tokenizer.vocab_size={self.vocab_size}: expected >= 300 "
+                "(256 byte symbols + special tokens + merges)"
+            )
+        bad = [s for s in self.splits if s != "train"]
+        if bad:
+            raise ConfigError(
+                f"train_tokenizer.splits={self.splits}: expected ['train'] (the tokenizer never "
+                "sees the test split)"
+            )
+
+
+def build_tokenizer(cfg: TrainTokenizerConfig, texts: list[str] | None):
+    """A BPE trained on ``texts``, or the backbone's tokenizer with our special tokens."""
+    if cfg.source == "bpe":
+        return train_bpe_tokenizer(
+            texts, vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency
+        )
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.backbone)
+    missing = [t for t in EXTRA_SPECIAL_TOKENS if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing})
+    if tok.chat_template is None:
+        tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def train_tokenizer(cfg: TrainTokenizerConfig, texts: list[str] | None = None) -> dict:
+    """Train (or load), save and measure the tokenizer; ``texts`` default: the dataset's.
+
+    The tokenizer folder and the metrics file are each replaced only once complete.
+    """
+    from pointvl.io import atomic_dir, write_metrics
+
+    if texts is None and cfg.source == "bpe":
+        from pointvl.data.dataset import list_texts
+
+        texts = list_texts(cfg.data_dir, cfg.splits)
+    if cfg.source == "bpe" and not texts:
+        raise DataError(f"train_tokenizer: no texts found in {cfg.data_dir} {cfg.splits}")
+    tok = build_tokenizer(cfg, texts)
+    with atomic_dir(cfg.out_dir) as tmp:
+        save_tokenizer(tok, tmp)
+    targets = [t for t in (texts or []) if t.startswith("{")]
+    lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in targets]
+    metrics = {
+        "source": cfg.source,
+        "vocab_size": len(tok),
+        "num_texts": len(texts or []),
+        "num_targets": len(targets),
+        "target_tokens_mean": float(np.mean(lengths)) if lengths else None,
+        "target_tokens_max": int(max(lengths)) if lengths else None,
+        "target_chars_per_token": (
+            float(sum(map(len, targets)) / sum(lengths)) if lengths else None
+        ),
+        "special_token_ids": special_token_ids(tok),
+    }
+    write_metrics(cfg.metrics, metrics)  # the source name goes to <stem>.run.json
+    return metrics

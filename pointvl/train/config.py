@@ -89,9 +89,24 @@ class SFTConfig:
     """Seeds model init, data order and dropout."""
 
     def validate(self) -> None:
+        if not (self.max_steps == -1 or self.max_steps >= 1):
+            raise ConfigError(
+                f"sft.max_steps={self.max_steps}: expected -1 (from epochs) or an integer >= 1"
+            )
         if not (self.epochs > 0 or self.max_steps > 0):
             raise ConfigError(
                 f"sft.epochs={self.epochs}, sft.max_steps={self.max_steps}: one must be > 0"
+            )
+        for name in ("save_steps", "save_total_limit", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sft.{name}={getattr(self, name)}: expected an integer >= 1")
+        for name in ("max_train_samples", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"sft.{name}={getattr(self, name)}: expected an integer >= 0")
+        if not 0.0 <= self.warmup_ratio < 1.0 or self.weight_decay < 0:
+            raise ConfigError(
+                f"sft.warmup_ratio={self.warmup_ratio}, sft.weight_decay={self.weight_decay}: "
+                "expected a ratio in [0, 1) and a decay >= 0"
             )
         if self.learning_rate <= 0:
             raise ConfigError(f"sft.learning_rate={self.learning_rate}: expected > 0")
@@ -237,6 +252,11 @@ class RLConfig:
                 f"rl.learning_rate={self.learning_rate}, rl.sft_budget_lr={self.sft_budget_lr}: "
                 "expected > 0"
             )
+        if not self.temperature > 0:  # 0 would divide the logits by zero in TRL
+            raise ConfigError(f"rl.temperature={self.temperature}: expected a number > 0")
+        for name in ("max_completion_length", "save_steps", "save_total_limit", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"rl.{name}={getattr(self, name)}: expected an integer >= 1")
 
     def check_inputs(self, profile: str | None) -> dict:
         ckpt = Path(self.sft_checkpoint)

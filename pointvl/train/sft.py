@@ -217,3 +217,62 @@ def save_final(trainer, processor, path: str | Path) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     acc.wait_for_everyone()
     return path
+
+
+# ----------------------------------------------------------------------------- the stage's run
+def load_samples(data_dir: str, qa_mode: str, limit: int = 0, split: str = "train"):
+    """One split of the built dataset as a torch Dataset (the first ``limit`` samples if > 0)."""
+    from pointvl.data.dataset import PointVLDataset
+
+    ds = PointVLDataset(data_dir, split, qa_mode=qa_mode)
+    if limit and limit < len(ds):
+        return torch.utils.data.Subset(ds, range(limit))
+    return ds
+
+
+def run_sft(cfg, model_cfg, profile: str, resume: bool = False) -> dict:
+    """Eq. (5) SFT from the initial policy (``model.policy.build_policy``): the ``sft`` stage.
+
+    ``cfg``: ``SFTConfig`` with paths resolved; ``model_cfg``: ``ModelConfig``. Writes
+    ``<out_dir>/checkpoint-N`` (resumable; ``resume`` continues from the newest complete one),
+    ``<out_dir>/final`` (atomic), ``<log_dir>/log.{jsonl,csv}`` (``train.logs.MetricsLogger``:
+    a failed run never truncates the old log) and the metrics JSON.
+    """
+    import time
+
+    from transformers import AutoTokenizer
+
+    from pointvl.io import atomic_write_json
+    from pointvl.model.policy import build_policy
+    from pointvl.train.logs import MetricsLogger
+
+    cfg.check_inputs(profile)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, processor = build_policy(
+        model_cfg, AutoTokenizer.from_pretrained(cfg.tokenizer_dir), seed=cfg.seed
+    )
+    train = SFTSamples(load_samples(cfg.data_dir, cfg.qa_mode, cfg.max_train_samples), processor)
+    checkpoint = last_complete_checkpoint(out_dir) if resume else None
+    log_dir = Path(cfg.log_dir)
+    logger = MetricsLogger(log_dir / "log.jsonl", log_dir / "log.csv")
+    trainer = build_sft_trainer(model, processor, train, sft_training_args(cfg, out_dir), [logger])
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    wall = time.perf_counter() - t0
+    save_final(trainer, processor, out_dir / "final")
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    metrics = {
+        "profile": profile,
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "final_logged_loss": losses[-1] if losses else None,
+        "train_samples": len(train),
+        "wall_s": wall,
+        "samples_per_s": result.metrics.get("train_samples_per_second"),
+        "resumed_from": checkpoint,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    if trainer.is_world_process_zero():
+        atomic_write_json(cfg.metrics, metrics)
+    return metrics

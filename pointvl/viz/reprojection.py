@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pointvl.geometry import aabb_corners, project_points, reprojected_footprint
+from pointvl.io import atomic_file
 from pointvl.viz import as_numpy
 
 GT_COLOR, PRED_COLOR, PROJ_COLOR, KPT_COLOR = "#2ca02c", "#d62728", "#ff7f0e", "#1f77b4"
@@ -303,10 +304,28 @@ def gallery_png(
         ax.set_ylim(image.shape[0], 0)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path
+
+
+def write_dataset_figures(data_dir: str | os.PathLike, figures_dir: str | os.PathLike, n: int):
+    """Reprojection HTML (offline) and a PNG gallery of the first ``n`` test samples (train
+    when the test split is empty) -> [html path, png path] (nothing when ``n`` is 0)."""
+    from pointvl.data.dataset import PointVLDataset, read_manifest
+
+    if n <= 0:
+        return []
+    split = "test" if read_manifest(data_dir)["splits"]["test"]["count"] else "train"
+    ds = PointVLDataset(data_dir, split, qa_mode="first")
+    samples = [ds[i] for i in range(min(n, len(ds)))]
+    if not samples:
+        return []
+    figures_dir = Path(figures_dir)
+    html = write_html(reprojection_figure(samples), figures_dir / "dataset_reprojection.html")
+    png = gallery_png(samples, figures_dir / "dataset_gallery.png")
+    return [str(html), str(png)]
 
 
 # ----------------------------------------------------------------------------- every object
