@@ -78,11 +78,12 @@ def test_stages_track_their_sections_overrides_only():
     for name, body in _stage_bodies(dvc):
         params = body.get("params", [])
         assert "overrides" not in params, f"{name}: depends on the whole overrides block"
-        sections = [p for p in params if p in SECTIONS]
-        tracked = [p for p in params if p.startswith("overrides.")]
-        assert sorted(tracked) == sorted(f"overrides.${{profile}}.{s}" for s in sections), name
+        # (sets: a templated stage may name an entry twice, see the notebooks' slots)
+        sections = sorted({p for p in params if p in SECTIONS})
+        tracked = sorted({p for p in params if p.startswith("overrides.")})
+        assert tracked == sorted(f"overrides.${{profile}}.{s}" for s in sections), name
         # exactly the shared values its sections refer to, for the active profile only
-        shared = sorted(p for p in params if p.startswith("shared."))
+        shared = sorted({p for p in params if p.startswith("shared.")})
         needed = set().union(*(shared_refs(s) for s in sections)) if sections else set()
         assert shared == sorted(f"shared.{k}.${{profile}}" for k in needed), name
 
