@@ -99,8 +99,12 @@ BLOCKS = {"table": results_table, "facts": run_facts}
 def render(text: str, results: Path = ROOT / "results") -> str:
     """``text`` with every generated block replaced by what ``results`` says now."""
     for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
-        text = pattern.sub(lambda m, make=make: m.group(1) + make(results) + m.group(2), text)
+        pattern = re.compile(
+            rf"(<!-- results:{name} -->\n)(?:.*?\n)?(<!-- /results:{name} -->)", re.S
+        )
+        text = pattern.sub(
+            lambda m, make=make: m.group(1) + make(results) + "\n" + m.group(2), text
+        )
     return text
 
 
