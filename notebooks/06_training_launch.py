@@ -124,12 +124,13 @@ print(f"paper RL step: {gpus} x {paper_rl.prompts_per_step} x {paper_rl.grad_acc
 # ```bash
 # dvc repro sft                 # Sec. 3.2 warm-up -> checkpoints/tiny/sft/final
 # dvc repro rl                  # rl@grpo, rl@grca, rl@grca_rpc, rl@sft_budget from that checkpoint
-# accelerate launch --config_file configs/accelerate/cpu.yaml -m pointvl.stages.sft \
-#     --params params.yaml --profile smoke --max-steps 4          # by hand, any profile
 # accelerate launch --config_file configs/accelerate/cpu.yaml -m pointvl.stages.rl \
 #     --params params.yaml --variant grca_rpc --lam 0.125          # a Table 5 sweep point
 # ... --resume                  # continue from the last complete checkpoint-N (same weights)
 # ```
+#
+# Another profile by hand writes that profile's checkpoints but the shared `results/` files:
+# run it in a sandbox (below) or a second checkout, never over the committed results.
 
 # %%
 cmds = dvc_commands(ROOT / "dvc.yaml")
@@ -139,7 +140,9 @@ for name in ("sft", "rl@grpo", "rl@grca", "rl@grca_rpc", "rl@sft_budget"):
 # %% [markdown]
 # ## One GPU, several GPUs (`paper`)
 #
-# The same modules, another accelerate config; `--num_processes` overrides its count:
+# The same modules, another accelerate config; `--num_processes` overrides its count. Run
+# them in a checkout of their own whose `params.yaml` says `profile: paper` (`git worktree
+# add`), so the `tiny` results committed here stay untouched:
 #
 # ```bash
 # # one GPU: plain single process, bf16 from params (rl.bf16 / sft.bf16 in the paper profile)
