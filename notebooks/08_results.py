@@ -41,10 +41,11 @@ from pointvl.config import DEFAULT_PARAMS, load_params, load_section
 from pointvl.data.build import BuildDatasetConfig
 from pointvl.eval.metrics import per_sample_metrics
 from pointvl.eval.objects import check_same_objects, planned_test_uids, prediction_objects
+from pointvl.eval.results import LABELS as PAPER_NAMES
+from pointvl.eval.results import LANGUAGE, STRICT, ReportConfig, zeroshot_rows
 from pointvl.eval.targets import question_group
 from pointvl.eval.trivial import box_centre, centroid_mean_size
 from pointvl.schema import format_target
-from pointvl.stages.report import LANGUAGE, PAPER_NAMES, STRICT, ReportConfig, zeroshot_rows
 from pointvl.viz.html import html_table
 from pointvl.viz.notebook import notebook_setup
 from pointvl.viz.reprojection import ReprojectionView, object_labels, prediction_values

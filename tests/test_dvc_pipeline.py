@@ -123,13 +123,21 @@ def test_notebook_stages_track_only_what_each_notebook_reads():
     )
 
 
-def test_sweep_lists_feed_the_report():
-    lams = PARAMS["sweep"]["lams"]
-    systems = set(PARAMS["report"]["lambda_systems"].values())
-    assert {f"grca_rpc_lam{lam:g}" for lam in lams} <= systems
-    seeds = PARAMS["report"]["seed_systems"]
-    for variant in PARAMS["sweep"]["seed_variants"]:
-        assert seeds[variant] == [f"{variant}_seed{s}" for s in PARAMS["sweep"]["seeds"]]
+def test_study_lists_feed_the_study_report():
+    """studies/rl: every λ, seed and keypoint-reward run it trains is a system of its report."""
+    from pointvl.config import load_params
+
+    study = yaml.safe_load((ROOT / "studies/rl/params.yaml").read_text())["study"]
+    merged = load_params(ROOT / "studies/rl/params.yaml", "tiny")
+    report = merged["report"]
+    assert {f"grca_rpc_lam{lam:g}" for lam in study["lams"]} <= set(
+        report["lambda_systems"].values()
+    )
+    for arm in study["arms"]:
+        assert report["seed_systems"][arm] == [f"{arm}_seed{s}" for s in study["seeds"]]
+    kpm = sorted(study["kpm_runs"])
+    assert ["grca_kpm", *report["seed_systems"]["grca_kpm"]] == kpm
+    assert set(report["systems"]) >= {*study["arms"], "sft", "grca_kpm"}
 
 
 def _dvc(cwd: Path, *args: str) -> str:

@@ -14,7 +14,6 @@ shows "no run"; a paper number only ever appears in a "(paper)" column.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -23,42 +22,18 @@ import numpy as np
 import yaml
 
 from pointvl.config import load_params, load_section
-from pointvl.eval.results import GEOMETRY, LABELS, STRICT, Claim, Results, load_json
+from pointvl.eval.results import (
+    GEOMETRY,
+    LABELS,
+    LANGUAGE,
+    STRICT,
+    Claim,
+    ReportConfig,
+    Results,
+    load_json,
+    zeroshot_rows,
+)
 from pointvl.io import atomic_write_json, atomic_write_text
-
-LANGUAGE = ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "bertscore",
-            "qa_acc", "qa_acc/category_mc", "qa_acc/attribute")  # fmt: skip
-
-
-@dataclasses.dataclass
-class ReportConfig:
-    """Section ``report`` of params.yaml."""
-
-    systems: list = dataclasses.field(
-        default_factory=lambda: ["sft", "sft_budget", "grpo", "gdpo", "grca", "grca_rpc"]
-    )
-    """Table 3 rows, in order (our system names; see ``pointvl.eval.results.LABELS``)."""
-    lambda_systems: dict = dataclasses.field(default_factory=dict)
-    """Table 5: λ (as the paper writes it, e.g. "0.15") -> our system name."""
-    seed_systems: dict = dataclasses.field(default_factory=dict)
-    """System -> its other-seed systems (e.g. grca: [grca_seed1, grca_seed2])."""
-    baselines: dict = dataclasses.field(default_factory=dict)
-    """Table 2: the paper's row name (e.g. "PointNet") -> our baseline system."""
-    claims: list = dataclasses.field(default_factory=list)
-    """[a, b, metric] comparisons A − B; those between paper rows get the paper's difference."""
-    deltas: dict = dataclasses.field(default_factory=dict)
-    """Smallest effect of interest δ per metric, fixed before the runs (``stats.verdict``)."""
-    zeroshot: str = "results/metrics/eval/zeroshot.json"
-    """Table 1: the zero-shot VLM stage's output (statuses and metrics per paper row)."""
-    data_dir: str = "data/{profile}"
-    metrics_dir: str = "results/metrics/eval"
-    predictions_dir: str = "results/predictions"
-    train_logs: str = "results/train/rl_{variant}/log.jsonl"
-    """RL logs ({variant} = the system name), for the validation curves and parse failures."""
-    tables_dir: str = "results/tables"
-    figures_dir: str = "results/figures"
-    n_boot: int = 1000
-    seed: int = 0
 
 
 def _triple(results: Results, system: str, metric: str):
@@ -154,32 +129,6 @@ def lambda_figure(results: Results, lam_map: dict, reported: dict, out: Path) ->
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def zeroshot_rows(path: Path) -> tuple[dict, list[str]]:
-    """Table 1's zero-shot rows from the zeroshot stage: ({row: {metric: cell}}, notes).
-
-    A row the stage did not run (no local weights, no GPU) gets no cell, so the table shows
-    "no run" beside the paper's number, and a note gives the stage's reason.
-    """
-    data = load_json(path) or {}
-    rows, notes = {}, []
-    for name, rec in data.items():
-        if name.startswith("_") or not isinstance(rec, dict):
-            continue
-        cells = {
-            m: (rec[m]["mean"], rec[m]["lo"], rec[m]["hi"])
-            if isinstance(rec.get(m), dict)
-            else None
-            for m in ("iou2d", "kpa2d", "parse_fail")
-        }
-        if any(c is not None for c in cells.values()):
-            rows[name] = cells
-        else:
-            notes.append(f"{name}: the paper's number only; {rec.get('status', 'not run')}.")
-    if not data:
-        notes.append(f"Zero-shot VLM rows: the paper's numbers only ({path} is missing).")
-    return rows, notes
 
 
 def run(cfg: ReportConfig, profile: str, reported: dict) -> dict:

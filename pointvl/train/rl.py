@@ -75,14 +75,15 @@ class PointVLInputs:
         return {k: torch.stack([p[k] for p in per_row]) for k in self.keys}  # (B, ...)
 
 
-def grpo_args(cfg, out_dir, processor, **overrides) -> GRPOConfig:
-    """``GRPOConfig`` of the RL recipe (section ``rl``): G, clip ε, β, constant lr, T; the
-    placeholders suppressed exactly as in evaluation (``generate.suppressed_ids``).
-    ``overrides`` win (``generation_kwargs`` entries are merged)."""
+def grpo_args(cfg, out_dir, processor=None, **overrides) -> GRPOConfig:
+    """``GRPOConfig`` of the RL recipe (section ``rl``): G, clip ε, β, constant lr, T; with a
+    ``PointVLProcessor``, the placeholders suppressed exactly as in evaluation
+    (``generate.suppressed_ids``; a text-only model has none). ``overrides`` win
+    (``generation_kwargs`` entries are merged)."""
     from pointvl.eval.generate import suppressed_ids
     from pointvl.train.sft import common_training_kwargs
 
-    gen = {"suppress_tokens": list(suppressed_ids(processor))}
+    gen = {"suppress_tokens": list(suppressed_ids(processor))} if processor is not None else {}
     gen.update(overrides.pop("generation_kwargs", None) or {})
     kw = dict(
         output_dir=str(out_dir),
@@ -101,7 +102,7 @@ def grpo_args(cfg, out_dir, processor, **overrides) -> GRPOConfig:
         max_steps=cfg.max_steps,
         disable_dropout=True,
         **common_training_kwargs(cfg),
-        generation_kwargs=gen,
+        generation_kwargs=gen or None,
     )
     kw.update(overrides)
     return GRPOConfig(**kw)
