@@ -6,8 +6,8 @@ when the cloud has no more points than that, which also moves the FPS start poin
 PointNet++ and Point-BERT). Inference is deterministic: every point in its stored order
 when the cloud has at most ``num_points`` points, else one subset drawn with ``seed``.
 One JSON line per epoch goes to ``log_path``: ``loss/total``, ``loss/box``, ``loss/kpts``
-(means over the epoch's steps), ``lr``, ``epoch_s``; at the end the same rows go to a CSV
-beside it (``<log>.csv``, what ``dvc plots`` reads).
+(means over the epoch's steps), ``lr``, ``epoch_s`` (the stage copies it to a CSV beside it,
+what ``dvc plots`` reads).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pointvl.baselines.regressor import regression_loss
-from pointvl.io import write_csv
 
 WARMUP_FRAC = 0.05
 
@@ -134,8 +133,6 @@ def fit(
             with open(log_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
     bar.close()
-    if log_path is not None:
-        write_csv(history, Path(log_path).with_suffix(".csv"))
     return history
 
 
