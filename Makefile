@@ -20,8 +20,13 @@ test: setup  ## the whole suite on the smoke profile (what CI runs)
 lint: setup
 	ruff check . && ruff format --check .
 
-lab: setup  ## JupyterLab on the project's kernel ("PointVL-3D")
-	jupyter lab --notebook-dir=notebooks
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
+lab: setup  ## JupyterLab on the project's kernel ("PointVL-3D"), headless; prints its URL
+	@echo "[lab] JupyterLab on http://$(LAB_IP):$(LAB_PORT)/lab (the URL with its token follows)."
+	@echo "[lab] From another machine: ssh -L $(LAB_PORT):localhost:$(LAB_PORT) <this host>, then open it."
+	jupyter lab --notebook-dir=notebooks --no-browser --ip=$(LAB_IP) --port=$(LAB_PORT) \
+		--ServerApp.port_retries=0 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: setup
 	for b in benchmarks/bench_*.py; do python $$b || exit 1; done

@@ -33,7 +33,7 @@ from IPython.display import Markdown
 from pointvl.config import DEFAULT_PARAMS, DEFAULT_PROFILE, load_params, results_root
 from pointvl.credit import routed_advantages, standardize_in_groups
 from pointvl.paper_map import load_map, to_markdown, write_markdown
-from pointvl.viz.notebook_helpers import notebook_setup
+from pointvl.viz.notebook import notebook_setup
 
 notebook_setup()
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)

@@ -46,14 +46,22 @@ from pointvl.data.build import (
     plan_instances,
 )
 from pointvl.data.cameras import sample_camera
+from pointvl.data.dataset import instance_sample
 from pointvl.data.render import Material, RaycastRenderer
 from pointvl.data.sampling import farthest_point_sampling, sample_points
 from pointvl.geometry import iou_2d, project_points, reprojected_footprint
 from pointvl.schema import format_target
-from pointvl.viz import notebook_helpers as nh
+from pointvl.viz.dataset import (
+    camera_views_figure,
+    category_histogram_figure,
+    mesh_cloud_figure,
+    render_figure,
+)
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
 from pointvl.viz.reprojection import reprojection_figure
 
-nh.notebook_setup()
+notebook_setup()
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 Q = load_params(profile=profile)["schema"]["quant_bins"]
 cfg = load_section(DEFAULT_PARAMS, "build_dataset", BuildDatasetConfig, profile)
@@ -106,7 +114,7 @@ kpt_idx = farthest_point_sampling(points[:, :3], cfg.num_keypoints)  # (M,)
 print("points", points.shape, points.dtype, "(N, 6): x y z nx ny nz")
 print("normals unit length:", np.allclose(np.linalg.norm(points[:, 3:], axis=1), 1, atol=1e-5))
 print("keypoint indices:", kpt_idx)
-nh.mesh_cloud_figure(mesh, points, kpt_idx)
+mesh_cloud_figure(mesh, points, kpt_idx)
 
 # %% [markdown]
 # ## A category-adaptive camera (Sec. 4.1.2)
@@ -136,7 +144,7 @@ views = {
     c: [sample_camera(c, view_rng, cfg.image_size) for _ in range(60)]
     for c in ("car", "chair", "mug", "bookshelf")
 }
-fig = nh.camera_views_figure(views)
+fig = camera_views_figure(views)
 
 # %% [markdown]
 # ## Rendering
@@ -171,7 +179,7 @@ for name, value in geo.items():
     print(f"{name:7s} {str(value.shape):8s} {np.round(value.reshape(-1)[:6], 3)}")
 raw_uv, _ = project_points(geo["kpts3d"], camera.K, camera.R, camera.t)  # (M, 2)
 print("snapped keypoints:", int((np.abs(raw_uv - geo["kpts2d"]) > 1e-9).any(1).sum()))
-fig = nh.render_figure(render, geo["bbox2d"], geo["kpts2d"], raw_uv)
+fig = render_figure(render, geo["bbox2d"], geo["kpts2d"], raw_uv)
 
 # %% [markdown]
 # How consistent are the ground-truth labels with each other? Eqs. (11)–(13) project the
@@ -257,7 +265,7 @@ visibility_figure(frame.to_view(points[:, :3]), seen, vrow["points"].reshape(-1,
 # %%
 for name, value in probe_row(vrow, vcfg.num_points).items():
     print(f"{name:32s} {value:.3f}")
-reprojection_figure([nh.instance_sample(vrow)], max_points=1024 if fast else 2048)
+reprojection_figure([instance_sample(vrow)], max_points=1024 if fast else 2048)
 
 # %% [markdown]
 # The built `view` dataset and its probes over the test split, if `dvc repro
@@ -287,9 +295,9 @@ rows = [
     make_instance(InstanceSpec("test", i, c, instance_seed(seed, "test", i)), cfg, Q)
     for i, c in enumerate(cfg.category_list())
 ]
-samples = [nh.instance_sample(r) for r in rows]
+samples = [instance_sample(r) for r in rows]
 print(f"{len(rows)} instances in {time.perf_counter() - t0:.2f} s")
-nh.html_table(
+html_table(
     [
         [s["category"], len(r["questions"]), s["description"][:70] + "…"]
         for s, r in zip(samples, rows)
@@ -330,7 +338,7 @@ else:
     for sp in specs:
         hists[sp.split][sp.category] = hists[sp.split].get(sp.category, 0) + 1
     title = f"{cfg.out_dir} is not built: the planned histogram"
-nh.category_histogram_figure(hists, title)
+category_histogram_figure(hists, title)
 
 # %% [markdown]
 # With a built dataset, the loader: one sample per instance (`qa_mode="rotate"` picks one QA

@@ -29,8 +29,9 @@
 #         └─ E goes here   └─ H_i goes here (Qwen's own path) ─► language model ─► JSON
 # ```
 #
-# We build the **tiny** profile (random init, about 1 M parameters, CPU) from the same code
-# path as the paper's 3B model; only sizes differ. All code is in `pointvl.model`.
+# We build the **tiny** profile (about 1 M parameters, CPU; random init, or the SFT checkpoint
+# when it is here) from the same code path as the paper's 3B model; only sizes differ. All
+# code is in `pointvl.model`.
 
 # %% tags=["parameters"]
 profile = "tiny"
@@ -47,13 +48,17 @@ from transformers import AutoTokenizer
 
 from pointvl.config import DEFAULT_PARAMS, load_params, load_section
 from pointvl.data.build import BuildDatasetConfig, InstanceSpec, instance_seed, make_instance
+from pointvl.data.dataset import instance_sample
+from pointvl.eval.generate import load_checkpoint
 from pointvl.geometry import project_points
 from pointvl.model import ModelConfig, build_tiny_policy, train_bpe_tokenizer
 from pointvl.model.point_bert import group_points
 from pointvl.schema import parse_output
-from pointvl.viz import notebook_helpers as nh
+from pointvl.viz.architecture import attention_heatmap_figure, grouping_figure, param_counts
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
 
-nh.notebook_setup()
+notebook_setup()
 torch.manual_seed(seed)
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 params = load_params(profile=profile)
@@ -76,7 +81,7 @@ rows = [
     make_instance(InstanceSpec("test", i, c, instance_seed(seed, "test", i)), bcfg, Q)
     for i, c in ((0, "chair"), (9, "car"))
 ]
-samples = [nh.instance_sample(r) for r in rows]
+samples = [instance_sample(r) for r in rows]
 tok_dir = ROOT / params["train_tokenizer"]["out_dir"]
 if tok_dir.is_dir() and not fast:
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -92,17 +97,27 @@ print(
 #
 # `build_tiny_policy` builds a `PointVLForConditionalGeneration` (a subclass of
 # `Qwen2_5_VLForConditionalGeneration`: generation, M-RoPE and caching are inherited) and
-# its processor. Parameters per block, ours beside the paper size's. The paper column is read
-# from `results/bench/model.json` (counted by `benchmarks/` on the written-out Qwen2.5-VL-3B
+# its processor. When this profile's SFT checkpoint is here (`dvc repro sft`, or `dvc pull`
+# from a remote), the notebook loads it instead (`load_checkpoint`): same blocks, trained
+# weights, so the attention maps and the generation below are the trained model's.
+# Parameters per block, ours beside the paper size's. The paper column is read from
+# `results/bench/model.json` (counted by `benchmarks/` on the written-out Qwen2.5-VL-3B
 # config + published Point-BERT, not loaded weights); Sec. 4.2 freezes Point-BERT.
 
 # %%
-model, proc = build_tiny_policy(tok, mcfg, seed=seed)
-model.eval()
-ours = nh.param_counts(model)
+ckpt = ROOT / params["sft"]["out_dir"].format(profile=profile) / "final"
+trained = ckpt.is_dir() and not fast
+if trained:
+    model, proc = load_checkpoint(ckpt)  # eval mode
+    tok = proc.tokenizer
+else:
+    model, proc = build_tiny_policy(tok, mcfg, seed=seed)
+    model.eval()
+print(f"policy: {'trained, ' + str(ckpt.relative_to(ROOT)) if trained else 'random init'}")
+ours = param_counts(model)
 bench = ROOT / "results/bench/model.json"
 paper = json.loads(bench.read_text())["paper_params"]["params"] if bench.is_file() else {}
-nh.html_table(
+html_table(
     [[name, n, paper.get(name)] for name, n in ours.items()],
     ["block", f"tiny ({profile}, this notebook)", "paper size (results/bench/model.json)"],
 )
@@ -138,7 +153,7 @@ pc = batch["point_clouds"]  # (B, N, 6)
 G, K = mcfg.num_groups, mcfg.points_per_group
 neighborhood, centers = group_points(pc, G, K)  # (B, G, K, 6), (B, G, 3)
 print("neighborhood", tuple(neighborhood.shape), "(B, G, K, 6)  centers", tuple(centers.shape))
-nh.grouping_figure(pc[0].numpy(), neighborhood[0], centers[0])
+grouping_figure(pc[0].numpy(), neighborhood[0], centers[0])
 
 # %% [markdown]
 # ## Point-BERT, step 2: point tokens H_p
@@ -181,33 +196,32 @@ print("H_i", tuple(h_i.shape), "(B, I, d_lm), token grid", grid_hw)
 #
 # **[reconstruction]** multi-head (the prose writes one head): d = d_p / h per head, and an
 # output projection W_o. The module calls PyTorch's fused attention, which does not return the
-# weights; `cross_attention_weights` recomputes them from the module's own W_q, W_k, and
-# `fuse_with_weights` finishes Eqs. (2)–(3) by hand, which must reproduce the module.
+# weights; `fusion(h_p, h_i, return_weights=True)` takes the explicit-softmax path instead and
+# returns them too, with the same H_f.
 
 # %%
 fusion = model.fusion
-attn = nh.cross_attention_weights(fusion, h_p, h_i)  # (B, h, P, I)
 with torch.no_grad():
-    h_f = fusion(h_p, h_i)  # (B, P, d_p)
-by_hand = nh.fuse_with_weights(fusion, attn, h_p, h_i)  # (B, P, d_p)
+    h_f = fusion(h_p, h_i)  # (B, P, d_p)  fused kernel
+    h_f_explicit, attn = fusion(h_p, h_i, return_weights=True)  # (B, P, d_p), (B, h, P, I)
 print("attention", tuple(attn.shape), "(B, heads, P, I); rows sum to 1:",
       torch.allclose(attn.sum(-1), torch.ones(())))  # fmt: skip
-print(f"module vs Eqs. (2)-(3) by hand: max |ΔH_f| = {(h_f - by_hand).abs().max():.1e}")
+print(f"fused kernel vs explicit softmax: max |ΔH_f| = {(h_f - h_f_explicit).abs().max():.1e}")
 
 # %% [markdown]
 # One point token (the group drawn with a white star: its FPS centre projected through the
-# object's K, R, t) and its weights over the I image tokens, per head. **Random init**: the
+# object's K, R, t) and its weights over the I image tokens, per head. **At random init** the
 # weights are close to uniform (1/I each; the colour scale spans only their small range) and
-# differ between object and background tokens only because those image tokens differ: nothing
-# is learned yet. Training is what lets a point token pick up the texture and colour at its
-# location.
+# differ between object and background tokens only because those image tokens differ.
+# Training is what lets a point token pick up the texture and colour at its location;
+# with the SFT checkpoint loaded, compare the maximum weight with 1/I.
 
 # %%
 g = int(torch.argmax(centers[0, :, 1]))  # the highest centre of the first object
 uv, _ = project_points(centers[0, g].double().numpy()[None], *(samples[0][k] for k in "KRt"))
 w = attn[0, :, 1 + g]  # (heads, I)  token 0 is CLS
 print(f"point token {1 + g}: max weight {w.max():.3f} vs uniform 1/I = {1 / I:.3f}")
-fig = nh.attention_heatmap_figure(w, samples[0]["image"], grid_hw, uv[0])
+fig = attention_heatmap_figure(w, samples[0]["image"], grid_hw, uv[0])
 
 # %% [markdown]
 # ## Eqs. (3)–(4): residual fusion and projection
@@ -230,7 +244,7 @@ print(f"get_point_features agrees: max |ΔE| = {(E - E_chain).abs().max():.1e}")
 # `forward` embeds the prompt, writes E into the P `<|point_pad|>` slots (row b gets
 # E[b]), lets Qwen place H_i at the `<|image_pad|>` slots, and runs the language model.
 # Point tokens get text-type M-RoPE positions **[reconstruction]**. With labels, the loss is
-# Eq. (5); at random init it is about log |V|.
+# Eq. (5); at random init it is about log |V|, after SFT far below it.
 
 # %%
 with torch.no_grad():
@@ -250,8 +264,8 @@ print(
 #
 # `generate` is Qwen's; `point_clouds` rides along in the batch and is consumed at prefill.
 # The completion is decoded and parsed with `pointvl.schema.parse_output` (the parser the
-# rewards use). **The weights are random: expect garbage and a parse error per field.** After
-# SFT (notebook 06) the same call writes the JSON of Eq. (1).
+# rewards use). With the SFT checkpoint it writes the JSON of Eq. (1); **with random weights
+# expect garbage and a parse error per field** (SFT is notebook 06).
 
 # %%
 gen_batch = proc.batch(samples, with_target=False)
@@ -273,7 +287,7 @@ for text in proc.decode_completions(seqs, L):
 for groups in (16, 32) if fast else (16, 32, 64):
     cfg_g = dataclasses.replace(mcfg, num_groups=groups)
     m_g, p_g = build_tiny_policy(tok, cfg_g, seed=seed)
-    print(f"G={groups}: P={p_g.num_point_tokens}, params={nh.param_counts(m_g)['total']:,}")
+    print(f"G={groups}: P={p_g.num_point_tokens}, params={param_counts(m_g)['total']:,}")
 
 # %% [markdown]
 # 2. **No image.** Without image tokens Eq. (2) contributes nothing: Z = 0 and H_f = LN(H_p).
@@ -291,7 +305,7 @@ print(f"mean |H_f(image) − H_f(no image)| = {(h_f - no_image).abs().mean():.3f
 
 # %%
 frozen = dataclasses.replace(mcfg, freeze_point_encoder=True, freeze_vision=True)
-counts = nh.param_counts(build_tiny_policy(tok, frozen, seed=seed)[0])
+counts = param_counts(build_tiny_policy(tok, frozen, seed=seed)[0])
 print(f"trainable {counts['trainable']:,} of {counts['total']:,}")
 
 # %% [markdown]

@@ -30,13 +30,12 @@ seed = 0
 import numpy as np
 
 from pointvl.config import load_params
-from pointvl.demo import demo_target
+from pointvl.demo import demo_group, demo_target
 from pointvl.schema import GEOMETRIC_FIELDS, format_target, parse_output
 from pointvl.spans import field_token_ids
-from pointvl.viz.notebook_helpers import (
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.partition import (
     alignment_html,
-    demo_group,
-    notebook_setup,
     parse_table_html,
     region_advantages_html,
     straddling_html,

@@ -32,14 +32,14 @@ import numpy as np
 
 from pointvl.config import load_params
 from pointvl.credit import background_advantages, rpc_shaped_background
+from pointvl.demo import demo_group
 from pointvl.geometry import aabb_corners, iou_2d, project_points, reprojected_footprint
 from pointvl.schema import dequantize_3d, format_target
-from pointvl.viz.notebook_helpers import (
-    demo_group,
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.partition import region_advantages_html
+from pointvl.viz.rewards import (
     field_advantages_html,
     lambda_slider_figure,
-    notebook_setup,
-    region_advantages_html,
     rewards_html,
     rpc_figure,
 )

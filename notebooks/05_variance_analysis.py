@@ -36,7 +36,7 @@ from pointvl.variance import (
     toy_categorical_policy,
     variance_gap_terms,
 )
-from pointvl.viz.notebook_helpers import notebook_setup
+from pointvl.viz.notebook import notebook_setup
 from pointvl.viz.variance import (
     coupling_figure,
     coupling_sweep,

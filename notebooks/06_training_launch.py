@@ -30,8 +30,10 @@
 # ```
 #
 # This notebook shows how each stage is launched (one CPU, one GPU, several GPUs with
-# accelerate / DeepSpeed), then runs a few **live** SFT and RL steps of the same trainers on
-# a tiny random language model (`pointvl.train.tiny`) and plots the per-field rewards it logs.
+# accelerate / DeepSpeed), then **launches the real stages** from here — dataset, tokenizer,
+# SFT and a GRCA + RPC RL run of the PointVL policy through `accelerate launch`, on the
+# `smoke` profile in a temporary folder (`pointvl.launch.Sandbox`: nothing in this checkout
+# is written) — shows their live logs and plots what the RL run logged.
 
 # %% tags=["parameters"]
 profile = "tiny"
@@ -41,27 +43,33 @@ seed = 0
 # %%
 import dataclasses
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from transformers.trainer_callback import PrinterCallback
+from trl import GRPOConfig
 
 from pointvl.config import DEFAULT_PARAMS, PROFILES, ConfigError, load_params, load_section
-from pointvl.credit import CreditConfig
 from pointvl.io import read_jsonl
+from pointvl.launch import Sandbox, run_live
 from pointvl.step import Scoring
 from pointvl.train.config import RLConfig, SFTConfig
 from pointvl.train.grca_trainer import GRCATrainer
 from pointvl.train.logs import MetricsLogger
-from pointvl.train.rl import grpo_args
 from pointvl.train.sft import build_sft_trainer, sft_training_args
-from pointvl.train.tiny import tiny_lm, tiny_rows, tiny_tokenizer
-from pointvl.viz import notebook_helpers as nh
+from pointvl.train.tiny import TinySFTData, tiny_lm, tiny_rows, tiny_tokenizer
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.training import (
+    accelerate_configs_html,
+    dvc_commands,
+    last_metrics_html,
+    read_logs,
+    training_curves_figure,
+)
 
-nh.notebook_setup()
-warnings.filterwarnings("ignore", category=FutureWarning)  # transformers renames
+notebook_setup()
 torch.manual_seed(seed)
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 params = load_params(profile=profile)
@@ -94,7 +102,7 @@ rows = [
     for s in fields
     for f in fields[s]
 ]
-nh.html_table(rows, ["field", *(f"{p}{' (this run)' if p == profile else ''}" for p in PROFILES)])
+html_table(rows, ["field", *(f"{p}{' (this run)' if p == profile else ''}" for p in PROFILES)])
 
 # %%
 paper_sft, paper_rl = cfgs["sft", "paper"], cfgs["rl", "paper"]
@@ -119,26 +127,29 @@ print(f"paper RL step: {gpus} x {paper_rl.prompts_per_step} x {paper_rl.grad_acc
 # ```bash
 # dvc repro sft                 # Sec. 3.2 warm-up -> checkpoints/tiny/sft/final
 # dvc repro rl                  # rl@grpo, rl@grca, rl@grca_rpc, rl@sft_budget from that checkpoint
-# accelerate launch --config_file configs/accelerate/cpu.yaml -m pointvl.stages.sft \
-#     --params params.yaml --profile smoke --max-steps 4          # by hand, any profile
 # accelerate launch --config_file configs/accelerate/cpu.yaml -m pointvl.stages.rl \
 #     --params params.yaml --variant grca_rpc --lam 0.125          # a Table 5 sweep point
 # ... --resume                  # continue from the last complete checkpoint-N (same weights)
 # ```
+#
+# Another profile writes its own checkpoints and its results under `results/<profile>/`
+# (`pointvl.config.results_root`), never over the committed tiny results; the sandbox below
+# moves even those into a temporary folder.
 
 # %%
-cmds = nh.dvc_commands(ROOT / "dvc.yaml", {"profile": profile, "active.accelerate_config":
-                                           params["launch"]["accelerate_config"]})  # fmt: skip
+cmds = dvc_commands(ROOT / "dvc.yaml", {"profile": profile, "active.accelerate_config":
+                                        params["launch"]["accelerate_config"]})  # fmt: skip
 for name in ("sft", "rl@grpo", "rl@grca", "rl@grca_rpc", "rl@sft_budget"):
     print(f"{name:14s} {cmds.get(name, '(not in dvc.yaml)')}")
 
 # %% [markdown]
 # ## One GPU, several GPUs (`paper`)
 #
-# The same modules, another accelerate config; `--num_processes` overrides its count. The
-# stages refuse a config that asks for more CUDA devices than the machine has, and load
-# float32 master weights whatever the launch (bf16 is compute only). Memory per GPU and what
-# fits: `paper/running.md` (from `benchmarks/bench_memory.py`).
+# The same modules, another accelerate config; `--num_processes` overrides its count. A
+# profile other than tiny writes its results under `results/<profile>/`, so the committed
+# `tiny` results stay untouched. The stages refuse a config that asks for more CUDA devices
+# than the machine has, and load float32 master weights whatever the launch (bf16 is compute
+# only). Memory per GPU and what fits: `paper/running.md` (`benchmarks/bench_memory.py`).
 #
 # ```bash
 # # one GPU: plain single process, bf16 from params (rl.bf16 / sft.bf16 in the paper profile)
@@ -158,83 +169,65 @@ for name in ("sft", "rl@grpo", "rl@grca", "rl@grca_rpc", "rl@sft_budget"):
 # The configs in `configs/accelerate/`:
 
 # %%
-nh.accelerate_configs_html(ROOT / "configs/accelerate")
+accelerate_configs_html(ROOT / "configs/accelerate")
 
 # %% [markdown]
-# ## Live, part 1: a few SFT steps (Eq. 5)
+# ## A real launch, here: dataset → tokenizer → SFT → RL (smoke profile)
+#
+# The same modules DVC runs, launched from this notebook. `Sandbox.create` writes a copy of
+# `params.yaml` with `profile: smoke` and every output path (`data/`, `models/`,
+# `checkpoints/`, `results/`) moved into a temporary folder, so the committed results of any
+# profile stay untouched; `run_live` streams each command's output here as it runs (the
+# progress bars have an ETA). `fast` trims the steps further.
+
+# %%
+run_dir = Path(tempfile.mkdtemp(prefix="pointvl-06-"))
+sft_steps, rl_steps = (2, 1) if fast else (40, 6)
+sandbox = Sandbox.create(run_dir, "smoke", {"sft": {"max_steps": sft_steps},
+                                            "rl": {"max_steps": rl_steps}})  # fmt: skip
+print(f"sandbox: {sandbox.params} (profile {sandbox.profile}); SFT {sft_steps} steps, "
+      f"RL {rl_steps} steps")  # fmt: skip
+
+# %%
+run_live(sandbox.stage("build_dataset"))  # 48 train / 16 test objects, 256 points, 64 px
+run_live(sandbox.stage("train_tokenizer"))
+
+# %% [markdown]
+# SFT (Sec. 3.2): the warm-up writes `checkpoints/smoke/sft/final` in the sandbox,
 #
 # $$\mathcal L_{\text{SFT}} = -\sum_t \log \pi_\theta(y^*_t \mid x, y^*_{<t}), \quad t \text{ over target tokens only}$$
-#
-# The real stage trains the PointVL policy on the built dataset. Here, so that it runs
-# anywhere in seconds, the *same* `sft_training_args` + `build_sft_trainer` (transformers'
-# `Trainer`, cosine schedule, completion-only labels) train a random 2-layer Qwen2 LM
-# (`tiny_lm`, ~0.1 M parameters) on written target JSONs (`tiny_rows`; no point cloud).
-# `fast` runs 2 steps (the model stays random); the `tiny` profile runs 150.
 
 # %%
-tok = tiny_tokenizer(Q, seed=seed)
-model = tiny_lm(tok, seed=seed)
-train_rows = tiny_rows(8 if fast else 64, tok, seed=seed + 1)
-sft_data = nh.TinySFTData(train_rows, tok, Q)
-out = Path(tempfile.mkdtemp(prefix="pointvl-06-"))
-demo_sft = dataclasses.replace(sft_cfg, max_steps=2 if fast else 150, per_device_batch_size=4 if fast
-                               else 8, learning_rate=5e-3, save_steps=10**6, logging_steps=1 if fast
-                               else 10)  # fmt: skip
-print(f"{sum(p.numel() for p in model.parameters()):,} parameters; a target is "
-      f"{len(sft_data[0]['input_ids'])} tokens with its prompt")  # fmt: skip
-
-# %%
-sft_log = MetricsLogger(out / "sft.jsonl")
-args = sft_training_args(demo_sft, out / "sft", report_to=[], save_strategy="no")
-sft = build_sft_trainer(model, sft_data, sft_data, args, [sft_log])
-sft.remove_callback(PrinterCallback)  # the log goes to sft.jsonl, not to the page
-result = sft.train()
-losses = [(r["step"], r["loss"]) for r in read_jsonl(out / "sft.jsonl") if "loss" in r]
-print(
-    f"{result.global_step} SFT steps in {result.metrics['train_runtime']:.1f} s; "
-    f"loss {losses[0][1]:.2f} (step {losses[0][0]}) -> {losses[-1][1]:.2f} (step {losses[-1][0]})"
-)
+run_live(sandbox.accelerate("sft"))
+smoke_sft = load_section(sandbox.params, "sft", SFTConfig).resolved("smoke")
+sft_log = read_jsonl(Path(smoke_sft.log_dir) / "log.jsonl")
+print("SFT loss per logged step:", [round(r["loss"], 3) for r in sft_log if "loss" in r])
 
 # %% [markdown]
-# ## Live, part 2: RL steps with `GRCATrainer` (Eqs. 9–16)
-#
-# Each step: G completions per prompt are sampled, parsed and scored field by field
-# (Eqs. 8, 13), token spans are aligned (Eqs. 6–7), `ADVANTAGE_BUILDERS[variant]` builds the
-# (B, T) advantages (Eqs. 9–14), and TRL's clipped surrogate is applied unchanged:
+# RL from that checkpoint (Secs. 3.3-3.5): each step samples G completions per prompt,
+# parses and scores every field (Eqs. 8, 13), aligns the token spans (Eqs. 6-7), builds the
+# (B, T) advantages of the arm (Eqs. 9-14) and applies TRL's clipped surrogate:
 #
 # $$\mathcal J = \frac1G\sum_i \frac1{|y_i|}\sum_t \min\!\big(\rho_{i,t} A_{i,t},\ \mathrm{clip}(\rho_{i,t}, 1\pm\varepsilon) A_{i,t}\big) \quad (16)$$
-#
-# `grpo_args` turns the `rl` section into TRL's `GRPOConfig`; `MetricsLogger` writes the
-# `reward/<field>`, `adv/<field>_zero_std_frac`, `spans/<field>_coverage`, `loss/clipfrac`
-# records the stage writes to `results/train/rl_<variant>/log.jsonl`.
 
 # %%
-demo_rl = dataclasses.replace(rl_cfg, variant="grca_rpc", num_generations=4, prompts_per_step=1
-                              if fast else 2, max_steps=3 if fast else 10,
-                              max_completion_length=24 if fast else 340, save_steps=10**6)  # fmt: skip
-rl_args = grpo_args(demo_rl, out / "rl", report_to=[], save_strategy="no")
-prompts = Dataset.from_list(tiny_rows(16, tok, seed=seed + 1))  # the SFT objects' targets
-rl_log = MetricsLogger(out / "rl.jsonl")
-rl = GRCATrainer(model, args=rl_args, train_dataset=prompts, processing_class=tok,
-                 variant=demo_rl.variant, credit=CreditConfig(background=demo_rl.background,
-                 lam=demo_rl.lam), scoring=Scoring(Q, M), callbacks=[rl_log])  # fmt: skip
-rl.remove_callback(PrinterCallback)
-rl.train()
-live = {f"live {demo_rl.variant}": read_jsonl(out / "rl.jsonl")}
-print(f"{rl.state.global_step} RL steps, {demo_rl.prompts_per_step} prompt(s) x G = 4 per step")
+run_live(sandbox.accelerate("rl", "--variant", "grca_rpc"))
+smoke_rl = dataclasses.replace(load_section(sandbox.params, "rl", RLConfig), variant="grca_rpc")
+smoke_rl = smoke_rl.resolved("smoke")
+live = read_logs({"grca_rpc (smoke, launched here)": Path(smoke_rl.log_dir) / "log.jsonl"})
 
 # %% [markdown]
-# The per-field rewards, advantage diagnostics and span coverage of the live run, step by
-# step. **In `fast` mode the model is still random**: it writes no JSON, so every reward is 0,
-# every group has zero reward spread (`adv/*_zero_std_frac` = 1, i.e. no learning signal) and
-# no field has a span. After the `tiny` warm-up some fields parse and the rewards spread.
+# What the RL run logged, step by step: the per-field rewards of the sampled completions,
+# the share of groups with no reward spread per field (no learning signal: Eq. 9 gives 0),
+# span coverage and parse failures. A few smoke steps from a 4-step warm-up on 48 objects:
+# expect mostly unparsable completions (zero rewards); the `tiny` runs below are the real ones.
 
 # %%
-fig = nh.training_curves_figure(live, title=f"live {demo_rl.variant} on a tiny LM ({profile})")
+fig = training_curves_figure(live, title="RL launched from this notebook (smoke)")
 
 # %%
 keys = [f"reward/{f}" for f in ("bbox2d", "bbox3d", "kpts2d", "kpts3d", "rpc", "seq")]
-nh.last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], last=3)
+last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], last=3)
 
 # %% [markdown]
 # ## The real runs
@@ -245,32 +238,44 @@ nh.last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], la
 
 # %%
 variants = ("grpo", "grca", "grca_rpc")
-real = nh.read_logs({v: ROOT / rl_cfg.log_dir.format(variant=v) / "log.jsonl" for v in variants})
+real = read_logs({v: ROOT / rl_cfg.log_dir.format(variant=v) / "log.jsonl" for v in variants})
 missing = [v for v in variants if v not in real]
 if missing:
     print("no RL log yet for", missing, "-> produced by: dvc repro", *(f"rl@{v}" for v in missing))
 if real:
-    fig = nh.training_curves_figure(real, title="RL runs of the rl stage (ours)", smooth=5)
+    fig = training_curves_figure(real, title="RL runs of the rl stage (ours)", smooth=5)
 
 # %% [markdown]
 # ## What to try next
 #
-# 1. **Another variant, same model.** Broadcast GRPO gives every token Â_seq; GRCA routes
-#    per field. Run two steps of each from the current weights and compare their logs (with
-#    a random model both see zero spread: warm up longer first, `fast = False`).
+# 1. **The trainers in-process, on your own model.** The stage is a thin layer: the same
+#    `build_sft_trainer` and `GRCATrainer` train any causal LM. Here a random 2-layer Qwen2
+#    (`pointvl.train.tiny`, text only, written target JSONs) gets two SFT steps and two
+#    GRCA steps; swap in your model and rows.
 
 # %%
-runs = {}
-for v in ("grpo", "grca"):
-    cfg_v = dataclasses.replace(demo_rl, variant=v, max_steps=2)
-    log = MetricsLogger(out / f"try_{v}.jsonl")
-    t = GRCATrainer(model, args=grpo_args(cfg_v, out / v, report_to=[], save_strategy="no"),
-                    train_dataset=prompts, processing_class=tok, variant=v,
-                    scoring=Scoring(Q, M), callbacks=[log])  # fmt: skip
-    t.remove_callback(PrinterCallback)
-    t.train()
-    runs[v] = read_jsonl(out / f"try_{v}.jsonl")
-nh.last_metrics_html(runs, keys[:4] + ["adv/bbox3d_zero_std_frac", "loss/clipfrac"], last=2)
+tok = tiny_tokenizer(Q, seed=seed)
+model = tiny_lm(tok, seed=seed)
+rows = tiny_rows(8, tok, seed=seed + 1)
+out = run_dir / "in_process"
+args = sft_training_args(sft_cfg, out / "sft", max_steps=2, per_device_train_batch_size=4,
+                         report_to=[], save_strategy="no", disable_tqdm=True)  # fmt: skip
+data = TinySFTData(rows, tok, Q)
+sft = build_sft_trainer(model, data, data, args)
+sft.remove_callback(PrinterCallback)
+print(f"{sum(p.numel() for p in model.parameters()):,} parameters; SFT:", sft.train().metrics)
+
+# %%
+rl_args = GRPOConfig(output_dir=str(out / "rl"), per_device_train_batch_size=4,
+                     num_generations=4, max_completion_length=24 if fast else 200, max_steps=2,
+                     use_cpu=True, report_to=[], disable_tqdm=True, save_strategy="no")  # fmt: skip
+rl_log = MetricsLogger(out / "rl.jsonl")
+rl = GRCATrainer(model, args=rl_args, train_dataset=Dataset.from_list(rows),
+                 processing_class=tok, variant="grca", scoring=Scoring(Q, M),
+                 callbacks=[rl_log])  # fmt: skip
+rl.remove_callback(PrinterCallback)
+rl.train()
+last_metrics_html({"grca, in-process": read_jsonl(out / "rl.jsonl")}, keys[:4], last=2)
 
 # %% [markdown]
 # 2. **A bad config fails before any work.** Change the variant, λ or G below: the message
@@ -284,13 +289,11 @@ for bad in ({"variant": "ppo"}, {"lam": 1.5}, {"num_generations": 1}):
         print(e)
 
 # %% [markdown]
-# 3. **Group size G.** TRL needs `prompts_per_step × G` rows per device and G ≥ 2; what does
-#    `grpo_args` build for G = 2, 8, 16?
+# 3. **Where everything went.** The sandbox holds every output of the launch above; this
+#    checkout's `data/`, `checkpoints/` and `results/` were not touched. Delete the folder
+#    when done.
 
 # %%
-for g in (2, 8, 16):
-    a = grpo_args(dataclasses.replace(rl_cfg, num_generations=g), out / "g", report_to=[])
-    print(
-        f"G={g:2d}: per_device_train_batch_size={a.per_device_train_batch_size}, "
-        f"num_generations={a.num_generations}, epsilon={a.epsilon}, lr={a.learning_rate}"
-    )
+for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and "checkpoint-" not in str(p)):
+    if path.suffix in (".json", ".jsonl", ".csv", ".safetensors", ".parquet"):
+        print(f"{path.stat().st_size:>10,}  {path.relative_to(run_dir)}")

@@ -51,9 +51,10 @@ from IPython.display import Image, Markdown
 from pointvl.config import DEFAULT_PARAMS, load_section
 from pointvl.eval.results import GEOMETRY, LABELS, STRICT, Claim, ReportConfig, Results
 from pointvl.eval.stats import verdict
-from pointvl.viz import notebook_helpers as nh
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.tables import lambda_sweep_figure, paper_vs_ours_html
 
-nh.notebook_setup()
+notebook_setup()
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 reported = yaml.safe_load((ROOT / "paper/reported.yaml").read_text())
 # the study (studies/rl: seeds, λ sweep, the collapse-proof arm) when it has run, else the
@@ -82,7 +83,7 @@ print({s: len(results.seeds(s)) for s in cfg.systems}, "seeds per system")
 
 # %%
 rows = results.rows({s: LABELS.get(s, s) for s in cfg.systems}, GEOMETRY + STRICT)
-nh.paper_vs_ours_html(rows, reported["table3_ablation"], GEOMETRY + STRICT)
+paper_vs_ours_html(rows, reported["table3_ablation"], GEOMETRY + STRICT)
 
 # %% [markdown]
 # ## The paper's claims, tested on our runs
@@ -128,7 +129,7 @@ Image(str(png)) if png.is_file() else print(
 # %%
 t5 = {"GRCA (no RPC)": results.rows({"grca": "x"}, GEOMETRY)["x"]}
 t5 |= {lam: results.rows({s: "x"}, GEOMETRY)["x"] for lam, s in cfg.lambda_systems.items()}
-nh.paper_vs_ours_html(t5, reported["table5_rpc_weight"], GEOMETRY)
+paper_vs_ours_html(t5, reported["table5_rpc_weight"], GEOMETRY)
 
 # %%
 if not cfg.lambda_systems:
@@ -136,7 +137,7 @@ if not cfg.lambda_systems:
 else:
     triples = {lam: {m: c and (c["mean"], c["lo"], c["hi"]) for m, c in t5[lam].items()}
                for lam in cfg.lambda_systems}  # fmt: skip
-    fig = nh.lambda_sweep_figure(reported["table5_rpc_weight"], triples)
+    fig = lambda_sweep_figure(reported["table5_rpc_weight"], triples)
 
 # %% [markdown]
 # ## What to try next

@@ -38,17 +38,28 @@ import numpy as np
 import yaml
 
 from pointvl.config import DEFAULT_PARAMS, load_params, load_section
-from pointvl.data.build import BuildDatasetConfig, InstanceSpec, instance_seed, make_instance
-from pointvl.data.dataset import PointVLDataset
+from pointvl.data.build import BuildDatasetConfig
 from pointvl.eval.metrics import per_sample_metrics
+from pointvl.eval.objects import check_same_objects, planned_test_uids, prediction_objects
 from pointvl.eval.results import LABELS as PAPER_NAMES
 from pointvl.eval.results import LANGUAGE, STRICT, ReportConfig, zeroshot_rows
+from pointvl.eval.targets import question_group
 from pointvl.eval.trivial import box_centre, centroid_mean_size
 from pointvl.schema import format_target
-from pointvl.viz import notebook_helpers as nh
-from pointvl.viz.reprojection import reprojection_figure
+from pointvl.viz.html import html_table
+from pointvl.viz.notebook import notebook_setup
+from pointvl.viz.reprojection import ReprojectionView, object_labels, prediction_values
+from pointvl.viz.tables import (
+    load_eval_results,
+    ours_cell,
+    ours_rows,
+    paper_vs_ours_figure,
+    paper_vs_ours_html,
+    read_predictions,
+    results_status_html,
+)
 
-nh.notebook_setup()
+notebook_setup()
 ROOT = DEFAULT_PARAMS.parent  # the repository (the kernel runs in notebooks/)
 params = load_params(profile=profile)
 Q, M = params["schema"]["quant_bins"], params["schema"]["num_keypoints"]
@@ -74,11 +85,11 @@ FIGURES = ROOT / cfg.figures_dir
 
 # %%
 systems = ("sft", "grca", "grca_rpc")
-results = nh.load_eval_results(cfg.metrics_dir, systems)
-trivial = nh.load_eval_results(cfg.metrics_dir, ["trivial"])["trivial"] or {}
-make = {s: f"python -m pointvl.stages.evaluate --params params.yaml --system {s}" for s in systems}
+results = load_eval_results(cfg.metrics_dir, systems)
+trivial = load_eval_results(cfg.metrics_dir, ["trivial"])["trivial"] or {}
+make = {s: f"dvc repro evaluate@{s}" for s in systems}
 status = {**results, "trivial predictors": trivial or None}
-nh.results_status_html(status, {**make, "trivial predictors": "dvc repro eval_trivial"})
+results_status_html(status, {**make, "trivial predictors": "dvc repro eval_trivial"})
 
 # %% [markdown]
 # ## Table 1: 2D grounding vs 2D VLMs (Sec. 4.4.1)
@@ -91,11 +102,11 @@ nh.results_status_html(status, {**make, "trivial predictors": "dvc repro eval_tr
 
 # %%
 main = {"grca_rpc": "PointVL-3D (GRCA + RPC)"}
-t1 = nh.ours_rows(results, main, ("iou2d", "kpa2d"))
+t1 = ours_rows(results, main, ("iou2d", "kpa2d"))
 zs_rows, zs_notes = zeroshot_rows(Path(cfg.zeroshot))
 t1 |= zs_rows
 print("\n".join(zs_notes) or "zero-shot rows: all ran")
-nh.paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
+paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
 
 # %% [markdown]
 # ## Table 2: 3D grounding vs 3D models (Sec. 4.4.2)
@@ -114,15 +125,15 @@ nh.paper_vs_ours_html(t1, reported["table1_2d_grounding"], ("iou2d", "kpa2d"))
 
 # %%
 metrics2 = ("iou3d", "kpa3d", "rpc", *STRICT)
-t2 = nh.ours_rows(results, main, metrics2)
-baselines = nh.load_eval_results(cfg.metrics_dir, list(cfg.baselines.values()))
-t2 |= {row: {m: nh.ours_cell(baselines.get(s), m) for m in metrics2}
+t2 = ours_rows(results, main, metrics2)
+baselines = load_eval_results(cfg.metrics_dir, list(cfg.baselines.values()))
+t2 |= {row: {m: ours_cell(baselines.get(s), m) for m in metrics2}
        for row, s in cfg.baselines.items()}  # fmt: skip
-t2 |= {name: {m: nh.ours_cell(row, m) for m in metrics2} for name, row in trivial.items()}
-nh.paper_vs_ours_html(t2, reported["table2_3d_grounding"], metrics2)
+t2 |= {name: {m: ours_cell(row, m) for m in metrics2} for name, row in trivial.items()}
+paper_vs_ours_html(t2, reported["table2_3d_grounding"], metrics2)
 
 # %%
-fig = nh.paper_vs_ours_figure(reported["table2_3d_grounding"], t2, ("iou3d", "kpa3d", "rpc"),
+fig = paper_vs_ours_figure(reported["table2_3d_grounding"], t2, ("iou3d", "kpa3d", "rpc"),
                               title="Table 2: paper (grey) and ours (blue, 95% CI)")  # fmt: skip
 
 # %% [markdown]
@@ -133,8 +144,8 @@ fig = nh.paper_vs_ours_figure(reported["table2_3d_grounding"], t2, ("iou3d", "kp
 # Our BERTScore uses a local MiniLM encoder: its absolute values are not comparable.
 
 # %%
-t4 = nh.ours_rows(results, {s: PAPER_NAMES[s] for s in systems}, LANGUAGE)
-nh.paper_vs_ours_html(t4, reported["table4_language"], LANGUAGE[:7] + ("bertscore", "qa_acc"))
+t4 = ours_rows(results, {s: PAPER_NAMES[s] for s in systems}, LANGUAGE)
+paper_vs_ours_html(t4, reported["table4_language"], LANGUAGE[:7] + ("bertscore", "qa_acc"))
 
 # %% [markdown]
 # ## Figure 3 on our sample (Sec. 4.6)
@@ -166,47 +177,47 @@ for name in ("figure3.png", "routed_advantages_real.png"):
 # ## Predictions drawn (interactive)
 #
 # Our GRCA + RPC predictions (`results/predictions/grca_rpc.jsonl`, greedy, saved by the
-# `evaluate` stage) on the first test objects, in the reprojection view: green = ground
-# truth, red dashed = prediction, orange = the ground-truth 3D box projected. The red dashed
-# projected 3D box against the red dashed 2D box is exactly what RPC compares. Without
-# predictions or data (CI, or before training) a **trivial predictor** is drawn instead on
-# objects built here, so the view still shows how a prediction is read — labelled as such.
-# It predicts only the 3D fields and copies the 2D ones from the ground truth: its IoU2D /
-# KPA-2D of 1.0 mean nothing.
+# `evaluate` stage) in the reprojection view: green = ground truth, red dashed = prediction,
+# orange = the ground-truth 3D box projected. The red dashed projected 3D box against the red
+# dashed 2D box is exactly what RPC compares. Search an object by uid, category or metric
+# (each label carries its IoU2D / IoU3D / RPC), or step through them with ◀ ▶;
+# `results/figures/reprojection_test.html` (the `figures` stage) holds every test object.
+#
+# The objects are the ones the predictions were made on: read from the built dataset, or —
+# in a plain checkout — built here one by one with the config of the profile that made the
+# predictions (`_meta.profile` of their metrics), and checked question by question
+# (`pointvl.eval.objects`). Without predictions a **trivial predictor** (labelled as such)
+# is drawn on real test objects of this profile; it copies the 2D fields from the ground
+# truth, so its IoU2D / KPA-2D of 1.0 mean nothing.
 
 # %%
-preds = nh.read_predictions(Path(cfg.predictions_dir) / "grca_rpc.jsonl")
-k = 2 if fast else 6
-have_model = bool(preds) and (Path(cfg.data_dir) / "manifest.json").is_file()
-if have_model:
-    ds = PointVLDataset(cfg.data_dir, "test")
-    samples = [s for s in (ds[i] for i in range(min(len(ds), 4 * k))) if s["uid"] in preds][:k]
+preds = read_predictions(Path(cfg.predictions_dir) / "grca_rpc.jsonl")
+made_by = ((results.get("grca_rpc") or {}).get("_meta") or {}).get("profile", profile)
+bcfg = load_section(DEFAULT_PARAMS, "build_dataset", BuildDatasetConfig, made_by)
+n_objects = 2 if fast else 40
+data_dir = ROOT / load_params(profile=made_by)["evaluate"]["data_dir"].format(profile=made_by)
+if preds:
+    samples, found = prediction_objects(list(preds)[:n_objects], data_dir, bcfg, Q)
+    check_same_objects(samples, preds)  # never a prediction on another object
     texts, source = [preds[s["uid"]]["completion"] for s in samples], "GRCA + RPC (ours)"
 else:
-    print("no model predictions here -> python -m pointvl.stages.evaluate --system grca_rpc")
-
-# %%
-if not have_model:  # objects built here; the trivial predictor copies the 2D fields from GT
     bcfg = load_section(DEFAULT_PARAMS, "build_dataset", BuildDatasetConfig, profile)
-    specs = [InstanceSpec("test", i, c, instance_seed(seed, "test", i))
-             for i, c in enumerate(("chair", "car", "table", "lamp", "mug", "airplane")[:k])]  # fmt: skip
-    samples = [
-        {**nh.instance_sample(make_instance(s, bcfg, Q)), "answer": s.category} for s in specs
-    ]
+    samples, found = prediction_objects(planned_test_uids(bcfg, n_objects), data_dir, bcfg, Q)
     clouds = [s["points"][:, :3] for s in samples]
     texts, source = centroid_mean_size(samples, samples, Q, clouds), "trivial: centroid + mean size"
-print(f"drawing {len(samples)} objects, predictions from: {source}")
+print(f"{len(samples)} test objects ({made_by} profile, {found}); predictions: {source}")
 
 # %%
-targets = [{**s, "answer": s.get("answer", "")} for s in samples]
+targets = [{**s, "question_type": question_group(s["qa_type"])} for s in samples]
 per = per_sample_metrics(texts, targets, Q)
 cols = ("iou2d", "iou3d", "kpa2d", "kpa3d", "rpc", "pck3d", "parse_fail")
-nh.html_table([[s["uid"], s["category"], *(per[m][i] for m in cols)] for i, s in
-               enumerate(samples)], ["uid", "category", *cols])  # fmt: skip
+html_table([[s["uid"], s["category"], *(per[m][i] for m in cols)] for i, s in
+            enumerate(samples)], ["uid", "category", *cols])  # fmt: skip
 
 # %%
-pred_values = [nh.prediction_values(t, Q, M) for t in texts]
-reprojection_figure(samples, predictions=pred_values, max_points=1024 if fast else 2048)
+pred_values = [prediction_values(t, Q, M) for t in texts]
+labels = object_labels(samples, per)
+ReprojectionView(samples, pred_values, labels, max_points=512)
 
 # %% [markdown]
 # The JSON behind the first drawing (Eq. 1), as the policy (or the trivial predictor) wrote it:
@@ -227,48 +238,47 @@ print(texts[0][:1200])
 from IPython.display import Markdown  # noqa: E402
 
 from pointvl.eval.trivial import cloud_fps  # noqa: E402
-from pointvl.stages.evaluate import EvaluateConfig  # noqa: E402
-from pointvl.stages.table_view import TableViewConfig  # noqa: E402
 
 VIEW_PARAMS = ROOT / "studies/view/params.yaml"
-vt = load_section(VIEW_PARAMS, "table_view", TableViewConfig, profile)
-vev = load_section(VIEW_PARAMS, "evaluate", EvaluateConfig, profile)
-table3v = ROOT / vt.tables_dir / "table3_view.md"
+view = load_params(VIEW_PARAMS, profile)
+table3v = ROOT / view["table_view"]["tables_dir"] / "table3_view.md"
 display(Markdown(table3v.read_text() if table3v.is_file() else
                  "No Table 3 (view) yet: `dvc repro studies/view/dvc.yaml` (the view pipeline)."))  # fmt: skip
 
 # %% [markdown]
 # The reprojection view on `view` samples: the cloud is what the camera sees, the green box
 # and keypoints are the whole object's, in the view frame. Predictions of our GRCA + RPC arm
-# (seed 0) when they exist; otherwise view objects built here with the non-learned floor
+# (seed 0) when they exist; otherwise real `view` test objects with the non-learned floor
 # (the visible cloud's AABB + FPS keypoints), labelled as such.
 
 # %%
-vdata = ROOT / vev.data_dir.format(profile=profile)
-vpred_path = ROOT / vev.predictions_dir / f"{vt.arms[-1]}_seed{vt.seeds[0]}.jsonl"
-vpreds = nh.read_predictions(vpred_path)
-if vpreds and (vdata / "manifest.json").is_file():
-    vds = PointVLDataset(vdata, "test")
-    vsamples = [s for s in (vds[i] for i in range(min(len(vds), 4 * k))) if s["uid"] in vpreds][:k]
-    vtexts = [vpreds[s["uid"]]["completion"] for s in vsamples]
-    vsource = f"{vpred_path.stem} (ours)"
+arm, seed0 = view["table_view"]["arms"][-1], view["table_view"]["seeds"][0]
+vpreds = read_predictions(ROOT / view["evaluate"]["predictions_dir"] / f"{arm}_seed{seed0}.jsonl")
+vcfg = load_section(VIEW_PARAMS, "build_dataset", BuildDatasetConfig, profile)
+vdata = ROOT / view["evaluate"]["data_dir"].format(profile=profile)
+vuids = list(vpreds)[:n_objects] if vpreds else planned_test_uids(vcfg, n_objects)
+vsamples, vfound = prediction_objects(vuids, vdata, vcfg, Q)
+if vpreds:
+    check_same_objects(vsamples, vpreds)
+    vtexts, vsource = (
+        [vpreds[s["uid"]]["completion"] for s in vsamples],
+        f"{arm}_seed{seed0} (ours)",
+    )
 else:
-    vcfg = load_section(VIEW_PARAMS, "build_dataset", BuildDatasetConfig, profile)
-    vspecs = [InstanceSpec("test", i, c, instance_seed(seed, "test", i))
-              for i, c in enumerate(("chair", "car", "table", "lamp", "mug", "airplane")[:k])]  # fmt: skip
-    vsamples = [{**nh.instance_sample(make_instance(s, vcfg, Q)), "answer": s.category}
-                for s in vspecs]  # fmt: skip
     vtexts = cloud_fps(vsamples, vsamples, Q, [s["points"][:, :3] for s in vsamples])
     vsource = "trivial: visible-cloud AABB + FPS (no learning)"
 
 # %%
-print(f"drawing {len(vsamples)} view objects, predictions from: {vsource}")
-vper = per_sample_metrics(vtexts, [{**s, "answer": s.get("answer", "")} for s in vsamples], Q)
+print(f"{len(vsamples)} view objects ({vfound}), predictions from: {vsource}")
+vtargets = [{**s, "question_type": question_group(s["qa_type"])} for s in vsamples]
+vper = per_sample_metrics(vtexts, vtargets, Q)
 vcols = ("pck3d", "chamfer3d", "kpa3d", "spread3d", "iou3d", "rpc", "parse_fail")
-nh.html_table([[s["uid"], s["category"], *(vper[m][i] for m in vcols)] for i, s in
-               enumerate(vsamples)], ["uid", "category", *vcols])  # fmt: skip
-reprojection_figure(vsamples, predictions=[nh.prediction_values(t, Q, M) for t in vtexts],
-                    max_points=1024 if fast else 2048)  # fmt: skip
+html_table([[s["uid"], s["category"], *(vper[m][i] for m in vcols)] for i, s in
+            enumerate(vsamples)], ["uid", "category", *vcols])  # fmt: skip
+
+# %%
+ReprojectionView(vsamples, [prediction_values(t, Q, M) for t in vtexts],
+                 object_labels(vsamples, vper, ("pck3d", "iou3d")), div_id="view-explorer")  # fmt: skip
 
 # %% [markdown]
 # ## What to try next
@@ -296,14 +306,15 @@ for m in ("iou2d", "iou3d", "rpc"):
     print(f"{m:6s} as predicted {per_s[m][0]:.3f} -> 3D box shifted {per_s[m][1]:.3f}")
 
 # %% [markdown]
-# 3. **Another system.** Once `results/predictions/sft.jsonl` exists, draw the SFT model's
-#    predictions on the same objects and compare with GRCA + RPC (Table 3's first row).
+# 3. **Another system.** `results/predictions/sft.jsonl` (when it exists) holds the SFT
+#    model's predictions: draw them on the same objects and compare with GRCA + RPC.
 
 # %%
-sft_preds = nh.read_predictions(Path(cfg.predictions_dir) / "sft.jsonl")
+sft_preds = read_predictions(Path(cfg.predictions_dir) / "sft.jsonl")
 drawn = [s for s in samples if s["uid"] in sft_preds]
 print(f"SFT predictions for {len(drawn)} of the drawn objects" if drawn else
-      "no SFT predictions for these objects -> python -m pointvl.stages.evaluate --system sft")  # fmt: skip
+      "no SFT predictions for these objects -> dvc repro evaluate@sft")  # fmt: skip
 if drawn:
-    sft_values = [nh.prediction_values(sft_preds[s["uid"]]["completion"], Q, M) for s in drawn]
-    reprojection_figure(drawn, predictions=sft_values).show()
+    check_same_objects(drawn, sft_preds)
+    sft_values = [prediction_values(sft_preds[s["uid"]]["completion"], Q, M) for s in drawn]
+    display(ReprojectionView(drawn, sft_values, object_labels(drawn), div_id="sft-explorer"))

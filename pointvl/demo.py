@@ -2,6 +2,8 @@
 
 Used by the ``credit_demo`` stage and by the span-routing and reward notebooks to show, on
 real strings and a real tokenizer, what broadcast GRPO, GRCA and GRCA+RPC give each token.
+``demo_group`` runs the group through the one RL step (``pointvl.step.score_and_route``):
+the same parse, rewards, field ids and advantages as ``GRCATrainer``.
 The completions are written, not sampled from a model (no model is needed to show the
 credit assignment); each one exercises a case of Sec. 3.7::
 
@@ -13,11 +15,19 @@ credit assignment); each one exercises a case of Sec. 3.7::
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+import torch
+
+from pointvl.credit import ADVANTAGE_BUILDERS, CreditConfig
 from pointvl.data.cameras import intrinsics, look_at
 from pointvl.geometry import project_points, reprojected_footprint
 from pointvl.schema import NUM_KEYPOINTS, format_target
+from pointvl.spans import TokenLengths
+from pointvl.step import RLStep, Scoring, score_and_route
 
 CASES: tuple[str, ...] = (
     "exact",
@@ -123,3 +133,108 @@ def random_geometry(
         "kpts2d": rng.uniform(lo2, hi2, (num_keypoints, 2)),
         "kpts3d": rng.uniform(lo3, hi3, (num_keypoints, 3)),
     }
+
+
+# ----------------------------------------------------------------------------- the group, routed
+
+
+def demo_tokenizer(quant_bins: int = 100, seed: int = 0, corpus: int = 200, vocab_size: int = 400):
+    """A byte-level BPE trained on ``corpus`` random target JSONs (seeded): it splits numbers
+    irregularly, as the ``tiny`` profile's tokenizer does (the ``credit_demo`` stage's)."""
+    from pointvl.model.tokenizer import train_bpe_tokenizer
+
+    texts = [format_target(demo_target(seed + 1 + i), quant_bins) for i in range(corpus)]
+    texts += ["Sure. Here is the structured answer:", "```json", "```"]
+    return train_bpe_tokenizer(texts, vocab_size=vocab_size)
+
+
+@dataclasses.dataclass
+class DemoGroup:
+    """One group of G completions through the RL step (rows = ``cases``)."""
+
+    target: dict
+    """Continuous ground truth with camera K, R, t (``demo_target``)."""
+    cases: list[str]
+    step: RLStep
+    """``score_and_route``'s output: parsed fields, scores, field ids, mask, advantages."""
+    tokenizer: Any
+    offsets: list[np.ndarray]
+    """Per row, (T_i, 2) character offsets the step used (EOS: the empty range at the end)."""
+    tokens: list[list[str]]
+    """Per row, each token's text (``<eos>`` for the end-of-turn token)."""
+    credit: CreditConfig
+    quant_bins: int
+
+    @property
+    def completions(self) -> list[str]:
+        return self.step.scored.texts
+
+    @property
+    def parsed(self) -> list:
+        return self.step.scored.parsed
+
+    @property
+    def scores(self) -> dict:
+        """``rewards.score_batch``: per_field_rewards (B, F), rpc, seq, format, ... (B,)."""
+        return self.step.scored.scores
+
+    @property
+    def token_ids(self) -> list[list[int]]:
+        return self.step.completion_ids
+
+    @property
+    def field_ids(self) -> torch.Tensor:
+        """(B, T) long: 0 = background, k + 1 = ``GEOMETRIC_FIELDS[k]``, padding 0."""
+        return self.step.field_ids
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, T) bool: True on real tokens."""
+        return self.step.mask
+
+    @property
+    def group_size(self) -> int:
+        return len(self.completions)
+
+    def advantages(self, variant: str, lam: float | None = None, background: str | None = None):
+        """(B, T) numpy advantages of ``variant`` (``credit.ADVANTAGE_BUILDERS``), NaN on
+        padding; ``lam`` / ``background`` default to the group's credit config."""
+        cfg = dataclasses.replace(
+            self.credit,
+            lam=self.credit.lam if lam is None else lam,
+            background=self.credit.background if background is None else background,
+        )
+        adv = ADVANTAGE_BUILDERS[variant](self.step.credit, cfg)  # (B, T)
+        return adv.masked_fill(~self.mask, float("nan")).numpy()
+
+
+def demo_group(
+    seed: int = 0,
+    quant_bins: int = 100,
+    num_keypoints: int | None = NUM_KEYPOINTS,
+    tokenizer_corpus: int = 200,
+    vocab_size: int = 400,
+    completions: Sequence[str] | None = None,
+    credit: CreditConfig | None = None,
+    variants: Sequence[str] = ("grpo", "grca", "grca_rpc"),
+) -> DemoGroup:
+    """The demo group (or your own ``completions``, one group) through the RL step: BPE ids
+    + end-of-turn -> ``score_and_route`` (parse, Eqs. 8 and 13, field ids, advantages)."""
+    target = demo_target(seed)
+    if completions is None:
+        completions, cases = demo_completions(target, quant_bins, seed=seed), list(CASES)
+    else:
+        completions = list(completions)
+        cases = [f"completion {i}" for i in range(len(completions))]
+    tok = demo_tokenizer(quant_bins, seed, tokenizer_corpus, vocab_size)
+    # the end-of-turn token closes every completion; it has no characters: background
+    ids = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
+    credit = credit or CreditConfig()
+    lengths, G = TokenLengths(tok), len(completions)
+    step = score_and_route(completions, ids, [target] * G, lengths, G, tuple(variants), credit,
+                           Scoring(quant_bins, num_keypoints))  # fmt: skip
+    offsets = [lengths.offsets(i, c) for i, c in zip(ids, completions)]
+    eos = tok.eos_token_id
+    tokens = [["<eos>" if t == eos else c[s:e] for t, (s, e) in zip(row, off)]
+              for row, off, c in zip(ids, offsets, completions)]  # fmt: skip
+    return DemoGroup(target, cases, step, tok, offsets, tokens, credit, quant_bins)

@@ -13,6 +13,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -163,3 +164,43 @@ def write_csv(records: list[dict], path: str | os.PathLike) -> Path:
     for r in records:
         w.writerow({k: v for k, v in r.items() if not isinstance(v, list | dict)})
     return atomic_write_text(path, buf.getvalue())
+
+
+# a key (its last "/" part) naming a duration or a rate: run facts, not results
+TIMING_KEY = re.compile(
+    r"(^|_)(s|seconds|secs|runtime|wall)$|(^|_)per_s(ec|econd)?(_|$)|^s_per_|step_time"
+)
+
+
+def split_metrics(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, run facts) of a stage's record. Metrics: the numbers a rerun must reproduce
+    (nested dicts kept); run facts: timings and rates (``TIMING_KEY``), strings, None,
+    lists and booleans (what ``dvc metrics diff`` should not list as changed results)."""
+    metrics: dict[str, Any] = {}
+    run: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            m, r = split_metrics(value)
+            if m:
+                metrics[key] = m
+            if r:
+                run[key] = r
+        elif (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and not TIMING_KEY.search(key.rsplit("/", 1)[-1])
+        ):
+            metrics[key] = value
+        else:
+            run[key] = value
+    return metrics, run
+
+
+def write_metrics(path: str | os.PathLike, record: dict[str, Any]) -> tuple[Path, Path]:
+    """A stage's record as two JSON files, atomically: ``path`` holds the metrics (what DVC
+    tracks, ``dvc metrics show / diff``), ``<stem>.run.json`` beside it the run facts
+    (timings, strings; see ``split_metrics``). Returns both paths."""
+    path = Path(path)
+    metrics, run = split_metrics(record)
+    run_path = path.with_name(path.stem + ".run.json")
+    return atomic_write_json(path, metrics), atomic_write_json(run_path, run)

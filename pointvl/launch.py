@@ -1,134 +1,179 @@
-"""How the training stages start: section ``launch`` of params.yaml and its checks.
+"""Run the real stages from a notebook or a shell, safely: a sandboxed params file, live logs.
 
-Every training stage of dvc.yaml runs as::
+    sandbox = Sandbox.create("/tmp/pointvl-run", profile="smoke")   # params.yaml, rebased
+    run_live(sandbox.stage("build_dataset"))                          # python -m ... --params
+    run_live(sandbox.accelerate("sft"))                               # accelerate launch ...
 
-    accelerate launch --config_file ${active.accelerate_config} -m pointvl.stages.<sft|rl> ...
-
-``active.accelerate_config`` is the profile's ``launch.accelerate_config`` (``load_params``
-checks that they agree). The accelerate file fixes the process count, the distribution
-(DDP, DeepSpeed ZeRO-2/3 or one process), the device and the mixed precision:
-
-    profile    config                                processes  device  distribution  precision
-    smoke      configs/accelerate/cpu.yaml                   1  cpu     none          fp32
-    tiny       configs/accelerate/cpu.yaml                   1  cpu     none          fp32
-    paper      configs/accelerate/zero3.yaml (paper's)       4  cuda    ZeRO-3        bf16
-               configs/accelerate/zero2.yaml | ddp.yaml      4  cuda    ZeRO-2 | DDP  bf16
-    paper_sim  configs/accelerate/cpu_zero3.yaml             2  cpu     ZeRO-3, gloo  fp32
-
-``check_launch`` runs in the stage's ``prepare`` (before any weight is loaded) and refuses,
-in one line naming the field, a config that does not match the machine (GPU processes
-without enough CUDA devices, a missing file) or the section's precision (``bf16`` vs the
-file's ``mixed_precision``). Weights are always loaded in float32 (``MASTER_DTYPE``): bf16 is
-compute only (autocast under DDP; DeepSpeed keeps its own fp32 master copy), so AdamW never
-updates bf16 weights, where lr 1e-6 steps would round away.
+``Sandbox.create`` copies ``params.yaml`` with ``profile`` set and every output path (any
+value under ``data/``, ``models/``, ``checkpoints/`` or ``results/``) moved under the sandbox
+folder, so a stage run there reads and writes nothing of this checkout: the committed
+results of any profile stay as they are. ``overrides`` change section values of that profile
+(e.g. fewer steps). ``run_live`` runs a command, prints its output line by line as it comes
+(progress bars included) and raises with the last lines when it fails.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import torch
 import yaml
 
-from pointvl.config import ConfigError, OneOf
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT_ROOTS = ("data/", "models/", "checkpoints/", "results/")
+"""Values under these folders are outputs of some stage: a sandbox moves them."""
+INPUT_KEYS = frozenset({"shapenet_root", "backbone", "point_bert_checkpoint"})
+"""Paths a stage only reads from the checkout (left as they are)."""
+ACCELERATE_CONFIG = "configs/accelerate/cpu.yaml"
+STAGE_ENV = {
+    "OPEN3D_DISABLE_WEB_VISUALIZER": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
 
-MASTER_DTYPE = torch.float32
-"""The dtype every training stage loads its weights in (see the module docstring)."""
-GPU_TYPES = ("MULTI_GPU", "DEEPSPEED", "FSDP", "NO")
-ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
-
-@dataclasses.dataclass
-class LaunchConfig:
-    """Section ``launch``: the accelerate config the training stages are launched with."""
-
-    accelerate_config: str = "configs/accelerate/cpu.yaml"
-    """Accelerate config file (process count, DDP / DeepSpeed ZeRO stage, device, precision);
-    dvc.yaml reads its copy ``active.accelerate_config``."""
-    attn_implementation: Annotated[str, OneOf(*ATTENTION)] = "sdpa"
-    """Attention kernel of the language model and vision tower in every stage that loads the
-    policy: ``sdpa`` (PyTorch), ``eager`` or ``flash_attention_2`` (needs flash-attn and a
-    GPU). The same function; speed and memory differ (no (L, L) scores with sdpa/flash)."""
+def rebase_outputs(node: Any, root: Path, key: str | None = None) -> Any:
+    """A copy of a params tree with every output path (``OUTPUT_ROOTS``) under ``root``."""
+    if isinstance(node, Mapping):
+        return {k: rebase_outputs(v, root, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [rebase_outputs(v, root, key) for v in node]
+    if isinstance(node, str) and key not in INPUT_KEYS and node.startswith(OUTPUT_ROOTS):
+        return str(root / node)
+    return node
 
 
 @dataclasses.dataclass(frozen=True)
-class Launch:
-    """What an accelerate config file asks for."""
+class Sandbox:
+    """A folder holding a params file whose outputs all live inside it."""
 
-    path: str
-    distributed_type: str
-    num_processes: int
-    device: str
-    """``cpu`` or ``cuda``."""
-    mixed_precision: str
-    zero_stage: int | None
+    root: Path
+    params: Path
+    profile: str
 
-    @property
-    def describe(self) -> str:
-        dist = f"ZeRO-{self.zero_stage}" if self.zero_stage is not None else self.distributed_type
-        return f"{self.num_processes} {self.device} process(es), {dist}, {self.mixed_precision}"
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike,
+        profile: str = "smoke",
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        base: str | os.PathLike = ROOT / "params.yaml",
+    ) -> Sandbox:
+        """Write ``<root>/params.yaml`` (see the module docstring) and return the sandbox."""
+        root = Path(root).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        raw = yaml.safe_load(Path(base).read_text())
+        if profile not in raw.get("overrides", {}):
+            raise ValueError(f"profile={profile!r}: expected one of {sorted(raw['overrides'])}")
+        raw = rebase_outputs(raw, root)
+        raw["profile"] = profile
+        block = raw["overrides"].setdefault(profile, {})
+        for section, values in (overrides or {}).items():
+            block[section] = {**(block.get(section) or {}), **values}
+        params = root / "params.yaml"
+        params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return cls(root, params, profile)
+
+    def stage(self, name: str, *args: str) -> list[str]:
+        """``python -m pointvl.stages.<name> --params <sandbox params> args...``."""
+        return [sys.executable, "-m", f"pointvl.stages.{name}", "--params", str(self.params),
+                *args]  # fmt: skip
+
+    def accelerate(self, name: str, *args: str, config: str = ACCELERATE_CONFIG) -> list[str]:
+        """``accelerate launch --config_file <config> -m pointvl.stages.<name> --params ...``."""
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                  str(ROOT / config), "--num_cpu_threads_per_process", str(os.cpu_count() or 1)]  # fmt: skip
+        return [*launch, "-m", f"pointvl.stages.{name}", "--params", str(self.params), *args]
+
+    def path(self, value: str) -> Path:
+        """A params path value (e.g. ``results/train/rl_{variant}/log.jsonl``) in the sandbox."""
+        return self.root / value.format(profile=self.profile)
 
 
-def read_launch(path: str | os.PathLike, field: str = "launch.accelerate_config") -> Launch:
-    """An accelerate config file -> ``Launch``; ``ConfigError`` naming ``field`` if unusable."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{field}={str(path)!r}: no such file (configs/accelerate/ has them)")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{field}={str(path)!r}: not valid YAML ({err})") from None
-    dist = str(raw.get("distributed_type", "NO"))
-    if dist not in GPU_TYPES:
-        raise ConfigError(f"{field}={str(path)!r}: distributed_type={dist!r}, expected {GPU_TYPES}")
-    ds = raw.get("deepspeed_config") or {}
-    return Launch(
-        path=str(path),
-        distributed_type=dist,
-        num_processes=int(raw.get("num_processes", 1)),
-        device="cpu" if raw.get("use_cpu") else "cuda",
-        mixed_precision=str(raw.get("mixed_precision", "no")),
-        zero_stage=int(ds["zero_stage"]) if dist == "DEEPSPEED" and "zero_stage" in ds else None,
-    )
+def shown(cmd: Sequence[str]) -> str:
+    """A command as a reader would type it (``python -m ...``, ``accelerate launch ...``)."""
+    text = " ".join(str(c) for c in cmd)
+    text = text.replace(f"{sys.executable} -m accelerate.commands.launch", "accelerate launch")
+    return text.replace(sys.executable, "python")
 
 
-def processes_launched() -> int:
-    """Processes of this run (``WORLD_SIZE`` set by ``accelerate launch``; 1 when run directly)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def _cuda_env() -> dict[str, str]:
+    """``DS_ACCELERATOR=cpu`` where no GPU driver is present (DeepSpeed otherwise warns)."""
+    import shutil
+
+    return {} if shutil.which("nvidia-smi") else {"DS_ACCELERATOR": "cpu"}
 
 
-def check_launch(
-    cfg: LaunchConfig,
-    bf16: bool,
-    section: str,
-    cuda_devices: int | None = None,
-    launched: int | None = None,
-) -> Launch:
-    """Refuse a launch the machine or the section cannot honour (module docstring); -> it.
+class _Echo:
+    """Prints lines in small batches (one notebook output per batch, not per line) and elides
+    a stage's closing JSON summary after ``json_lines`` lines (the metrics file has it all)."""
 
-    ``bf16`` / ``section``: the training section's precision flag and name (``sft``, ``rl``).
-    ``cuda_devices`` / ``launched`` default to what this machine and process see.
-    """
-    launch = read_launch(cfg.accelerate_config)
-    cuda = torch.cuda.device_count() if cuda_devices is None else cuda_devices
-    procs = processes_launched() if launched is None else launched
-    where = f"launch.accelerate_config={cfg.accelerate_config!r} ({launch.describe})"
-    if launch.device == "cuda" and cuda < procs:
-        raise ConfigError(
-            f"{where}: needs {procs} CUDA device(s), this machine has {cuda}; on a CPU machine "
-            "use configs/accelerate/cpu.yaml (or cpu_zero3.yaml, the paper_sim rehearsal)"
-        )
-    if launch.device == "cpu" and bf16:
-        raise ConfigError(
-            f"{section}.bf16=true with {where}: bf16 mixed precision is for GPU launches; "
-            f"set {section}.bf16: false"
-        )
-    if launch.device == "cuda" and bf16 != (launch.mixed_precision == "bf16"):
-        raise ConfigError(
-            f"{section}.bf16={str(bf16).lower()} but {where} sets mixed_precision: "
-            f"{launch.mixed_precision}; make them agree"
-        )
-    return launch
+    def __init__(self, echo: bool, json_lines: int = 12, every_s: float = 0.5):
+        self.echo, self.json_lines, self.every_s = echo, json_lines, every_s
+        self.batch: list[str] = []
+        self.in_json, self.json_seen, self.elided = False, 0, 0
+        self.last = 0.0
+
+    def __call__(self, line: str) -> None:
+        import time
+
+        if line == "{":
+            self.in_json, self.json_seen, self.elided = True, 0, 0
+        if self.in_json:
+            self.json_seen += 1
+            if line == "}":
+                self.in_json = False
+                if self.elided:
+                    self.batch.append(f"  ... {self.elided} more lines (the metrics file has them)")
+            elif self.json_seen > self.json_lines:
+                self.elided += 1
+                return
+        self.batch.append(line)
+        if time.monotonic() - self.last > self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        import time
+
+        if self.echo and self.batch:
+            print("\n".join(self.batch), flush=True)
+        self.batch, self.last = [], time.monotonic()
+
+
+def run_live(
+    cmd: Sequence[str],
+    cwd: str | os.PathLike = ROOT,
+    env: Mapping[str, str] | None = None,
+    echo: bool = True,
+    keep: int = 40,
+) -> list[str]:
+    """Run ``cmd``, printing its output as it arrives (stdout and stderr merged; a progress
+    bar's carriage returns become lines; a stage's closing JSON summary is cut after 12
+    lines). Returns the last ``keep`` lines; raises ``RuntimeError`` with them when the
+    command fails. The checkout's ``pointvl`` is first on ``PYTHONPATH``, hubs are offline
+    (``STAGE_ENV``)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    full_env = {**os.environ, **STAGE_ENV, **_cuda_env(), "PYTHONPATH": path, **(env or {})}
+    if echo:
+        print("$", shown(cmd), flush=True)
+    tail: deque[str] = deque(maxlen=keep)
+    out = _Echo(echo)
+    with subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=full_env, text=True, bufsize=1,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:  # fmt: skip
+        for line in proc.stdout:  # text mode: "\r" (tqdm) ends a line too
+            line = line.rstrip()
+            if line and (not tail or line != tail[-1]):
+                tail.append(line)
+                out(line)
+    out.flush()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shown(cmd)} exited {proc.returncode}:\n" + "\n".join(tail))
+    return list(tail)

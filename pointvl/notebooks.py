@@ -3,10 +3,12 @@
 ``notebooks/<name>.py`` (py:percent, the source of truth; no ``.ipynb`` is committed) ->
 ``jupytext`` -> a temporary ``.ipynb`` -> Papermill, which injects the ``parameters`` cell
 values ``profile``, ``fast`` and ``seed`` -> ``results/notebooks/<name>.ipynb`` (executed,
-with outputs) and ``results/notebooks/<name>.html`` (nbconvert, require.js / MathJax links
-removed, Plotly inlined by ``viz.notebook_helpers.notebook_setup``: opens offline). Both
-files are written atomically (temporary file, then rename): a failed run leaves the previous
-results untouched. The kernel runs in ``notebooks/`` (as ``make lab`` does) with
+with outputs; Plotly figures as their own MIME type plus an HTML fallback, see
+``pointvl.viz.notebook``) and ``results/notebooks/<name>.html`` (``pointvl.viz.page``: MathJax
+and one plotly.js served from ``results/_static/``, no network: opens offline). Both files
+are written atomically (temporary file, then rename): a failed run leaves the previous
+results untouched. A run of another profile than the checkout's writes under
+``results/<profile>/`` (``output_dir``), never over the committed pages. The kernel runs in ``notebooks/`` (as ``make lab`` does) with
 ``POINTVL_NOTEBOOK_EXECUTED=1`` in its environment and this checkout first on ``PYTHONPATH``.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from pointvl.config import PositiveInt
 from pointvl.io import atomic_write_text
-from pointvl.viz.notebook_helpers import EXECUTED_ENV
+from pointvl.viz.notebook import EXECUTED_ENV
+from pointvl.viz.page import export_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -64,18 +66,24 @@ def _env(name: str, value: str):
             os.environ[name] = old
 
 
-# <script src="https://..."></script>: e.g. the MathJax CDN tag Plotly's "notebook" renderer
-# always emits (only needed for LaTeX inside figures; offline it would just fail to load)
-_REMOTE_SCRIPT = re.compile(r"<script[^>]*\ssrc=[\"']https?://[^>]*>\s*</script>", re.IGNORECASE)
+def committed_profile() -> str:
+    """The profile whose results this checkout commits: ``profile`` of params.yaml as written
+    (not ``POINTVL_PROFILE``, which only switches the Python side)."""
+    import yaml
+
+    return str(yaml.safe_load((ROOT / "params.yaml").read_text())["profile"])
 
 
-def html_export(ipynb_path: str | os.PathLike) -> str:
-    """nbconvert HTML with no CDN links: require.js / MathJax URLs emptied, remote scripts cut."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(require_js_url="", mathjax_url="")
-    body, _ = exporter.from_filename(str(ipynb_path))
-    return _REMOTE_SCRIPT.sub("", body)
+def output_dir(out_dir: str | os.PathLike, profile: str) -> Path:
+    """Where a run's pages go. A run of another profile than the checkout's (``--profile smoke``
+    on a ``tiny`` checkout) never overwrites the committed pages: ``results/notebooks`` becomes
+    ``results/<profile>/notebooks`` (git-ignored). Other folders are used as given."""
+    out = Path(out_dir)
+    out = out if out.is_absolute() else ROOT / out
+    results = (ROOT / "results").resolve()
+    if profile != committed_profile() and out.resolve().is_relative_to(results):
+        return results / profile / out.resolve().relative_to(results)
+    return out
 
 
 def run_notebook(
@@ -84,7 +92,8 @@ def run_notebook(
     """Execute ``notebooks/<name>.py`` with Papermill; write ``<out_dir>/<name>.ipynb`` / ``.html``.
 
     ``extra_params`` overrides further names of the notebook's ``parameters`` cell (tests use
-    it, e.g. ``map_md`` of 00_overview, to keep writes out of the repository).
+    it, e.g. ``map_md`` of 00_overview, to keep writes out of the repository). Pages of another
+    profile than the checkout's go to ``results/<profile>/...`` (``output_dir``).
 
     Returns ``{"ipynb": path, "html": path or None, "seconds": wall time}``. Raises
     ``FileNotFoundError`` for an unknown name and Papermill's ``PapermillExecutionError``
@@ -97,9 +106,7 @@ def run_notebook(
     src = NOTEBOOK_DIR / f"{name}.py"
     if not src.is_file():
         raise FileNotFoundError(f"no notebook {src}; available: {notebook_names()}")
-    out_dir = Path(cfg.out_dir)
-    if not out_dir.is_absolute():
-        out_dir = ROOT / out_dir
+    out_dir = output_dir(cfg.out_dir, profile)
     params = {"profile": profile, "fast": bool(cfg.fast), "seed": int(cfg.seed)}
     params.update(extra_params or {})
     t0 = time.perf_counter()
@@ -119,7 +126,7 @@ def run_notebook(
                 log_output=False,
                 execution_timeout=cfg.cell_timeout,
             )
-        html = html_export(nb_out) if cfg.html else None
+        html = export_notebook(nb_out, out_dir / f"{name}.html") if cfg.html else None
         ipynb_path = atomic_write_text(out_dir / f"{name}.ipynb", nb_out.read_text())
         html_path = atomic_write_text(out_dir / f"{name}.html", html) if html else None
     return {"ipynb": str(ipynb_path), "html": str(html_path) if html_path else None,

@@ -67,7 +67,7 @@ def _paper_policy(tok, attn: str):
         freeze_vision=cfg.freeze_vision,
     )
     config._attn_implementation = attn
-    from pointvl.launch import MASTER_DTYPE
+    from pointvl.train.launch import MASTER_DTYPE
 
     with torch.device("cuda"):
         model = PointVLForConditionalGeneration(config).to(MASTER_DTYPE)

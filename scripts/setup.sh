@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # One-step set-up on a fresh Debian machine (root or sudo, no GPU needed):
-#   Debian packages (only the missing ones) -> .venv -> pinned CPU torch -> pointvl[all]
-#   -> a Jupyter kernel named "PointVL-3D". Re-running is cheap: a stamp of the pins skips pip.
+#   Debian packages (only the missing ones) -> .venv -> every package of requirements.lock
+#   (pointvl[all], CPU torch) -> pointvl itself (editable) -> a Jupyter kernel "PointVL-3D".
+#   Re-running is cheap: a stamp of the pins skips pip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive DS_BUILD_OPS=0 PIP_DISABLE_PIP_VERSION_CHECK=1
-APT_PACKAGES=(libusb-1.0-0 libgomp1)   # open3d needs libusb; torch/open3d use OpenMP
+# open3d needs libusb; torch/open3d use OpenMP; DeepSpeed's ZeRO-3 CPU op JIT-compiles with
+# g++; the page test (tests/test_notebooks.py, pointvl.viz.pagecheck) opens pages in chromium
+APT_PACKAGES=(libusb-1.0-0 libgomp1 g++ chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -35,11 +38,11 @@ fi
 [ -x .venv/bin/python ] || { echo "[setup] creating .venv with $PY"; "$PY" -m venv .venv; }
 
 stamp=.venv/.pointvl-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing torch==2.13.0 (CPU) and pointvl[all] into .venv"
-  .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e ".[all]"
+  echo "[setup] installing requirements.lock (pointvl[all], CPU torch) and pointvl into .venv"
+  .venv/bin/python -m pip install -q -r requirements.lock
+  .venv/bin/python -m pip install -q --no-deps -e .
   .venv/bin/python -m ipykernel install --sys-prefix --name pointvl-3d --display-name "PointVL-3D" >/dev/null
   echo "$want" > "$stamp"
 fi

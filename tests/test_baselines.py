@@ -172,7 +172,28 @@ def test_stage_end_to_end_and_from_predictions(smoke_data, tmp_path):
     rows = (tmp_path / "pred/pointnet.jsonl").read_text().splitlines()
     assert len(rows) == 8 and set(json.loads(rows[0])) == {"uid", "question", "completion"}
     assert len((tmp_path / "log/pointnet.jsonl").read_text().splitlines()) == 2
+    csv = (tmp_path / "log/pointnet.csv").read_text().splitlines()  # what `dvc plots` reads
+    assert len(csv) == 3 and {"epoch", "loss/total"} <= set(csv[0].split(","))
     assert (tmp_path / "ckpt/pointnet/model.pt").is_file()
     subprocess.run(cmd + ["--from-predictions"], check=True, cwd=ROOT, timeout=300)
     again = json.loads((tmp_path / "metrics/pointnet.json").read_text())
     assert again == first
+
+
+def test_cosine_schedule_is_warmup_then_half_cosine():
+    """transformers' schedule: lr · t / W for t < W, then lr · ½ (1 + cos(π (t − W) / (T − W)))."""
+    import math
+
+    from pointvl.baselines.train import cosine_schedule
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    T, W = 40, 2  # warmup_frac 0.05 of 40 steps
+    sched = cosine_schedule(opt, T)
+    got = []
+    for _ in range(T):
+        got.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    want = [2.0 * t / W if t < W else 1.0 * (1 + math.cos(math.pi * (t - W) / (T - W)))
+            for t in range(T)]  # fmt: skip
+    assert got == pytest.approx(want, abs=1e-12)

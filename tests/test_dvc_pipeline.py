@@ -43,10 +43,29 @@ def shared_refs(section: str) -> set[str]:
     return found
 
 
+def _expand(node, item: dict, key: str):
+    """``${item.<field>}`` and ``${key}`` filled in a stage body (other ``${...}`` kept)."""
+    if isinstance(node, dict):
+        return {k: _expand(v, item, key) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, item, key) for v in node]
+    if isinstance(node, str):
+        for field, value in item.items():
+            node = node.replace(f"${{item.{field}}}", str(value))
+        return node.replace("${key}", key)
+    return node
+
+
 def _stage_bodies(dvc: dict):
-    """(stage name, body) for plain stages and the ``do`` / matrix bodies of templated ones."""
+    """(stage name, body) for plain stages and the ``do`` / matrix bodies of templated ones;
+    a ``foreach`` over a mapping of mappings yields one body per item, fields filled in."""
     for name, stage in dvc["stages"].items():
-        yield name, stage.get("do", stage)
+        items = stage.get("foreach")
+        if isinstance(items, dict) and all(isinstance(v, dict) for v in items.values()):
+            for key, item in items.items():
+                yield f"{name}@{key}", _expand(stage["do"], item, key)
+        else:
+            yield name, stage.get("do", stage)
 
 
 def test_every_profile_lists_every_section():
@@ -59,11 +78,12 @@ def test_stages_track_their_sections_overrides_only():
     for name, body in _stage_bodies(dvc):
         params = body.get("params", [])
         assert "overrides" not in params, f"{name}: depends on the whole overrides block"
-        sections = [p for p in params if p in SECTIONS]
-        tracked = [p for p in params if p.startswith("overrides.")]
-        assert sorted(tracked) == sorted(f"overrides.${{profile}}.{s}" for s in sections), name
+        # (sets: a templated stage may name an entry twice, see the notebooks' slots)
+        sections = sorted({p for p in params if p in SECTIONS})
+        tracked = sorted({p for p in params if p.startswith("overrides.")})
+        assert tracked == sorted(f"overrides.${{profile}}.{s}" for s in sections), name
         # exactly the shared values its sections refer to, for the active profile only
-        shared = sorted(p for p in params if p.startswith("shared."))
+        shared = sorted({p for p in params if p.startswith("shared.")})
         needed = set().union(*(shared_refs(s) for s in sections)) if sections else set()
         assert shared == sorted(f"shared.{k}.${{profile}}" for k in needed), name
 
@@ -84,6 +104,23 @@ def test_every_shared_value_has_one_value_per_profile_and_is_used():
     for name, row in PARAMS["shared"].items():
         assert sorted(row) == sorted(PARAMS["overrides"]), f"shared.{name}"
         assert name in used, f"shared.{name} is referred to by no section"
+
+
+def test_notebook_stages_track_only_what_each_notebook_reads():
+    """Each notebook stage tracks its own few sections (not all of them) and its reads."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    bodies = dict(_stage_bodies(dvc))
+    names = [n for n in bodies if n.startswith("notebooks@")]
+    assert len(names) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.py")))
+    for name in names:
+        sections = {p for p in bodies[name]["params"] if p in SECTIONS}
+        assert 1 <= len(sections) <= 4, (name, sections)
+        for dep in bodies[name]["deps"]:
+            assert "${profile}" in dep or (ROOT / dep).exists() or dep.startswith("results/"), dep
+    assert "checkpoints/${profile}/sft/final" in bodies["notebooks@02_architecture"]["deps"]
+    assert {"results/metrics/eval", "results/predictions"} <= set(
+        bodies["notebooks@08_results"]["deps"]
+    )
 
 
 def test_study_lists_feed_the_study_report():

@@ -71,3 +71,24 @@ def test_seed_summary():
     assert seed_summary([0.5]).std == 0.0
     with pytest.raises(ValueError):
         seed_summary([])
+
+
+def test_intervals_are_scipy_percentile_bootstrap_and_the_explicit_draws():
+    """bootstrap_ci / paired_bootstrap = scipy.stats.bootstrap (percentile) = the hand-written
+    spec: rng.integers(0, N, (n_boot, N)) resamples, linear-interpolated 2.5 / 97.5 % quantiles."""
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    a, b = rng.random(300), rng.random(300)
+    res = stats.bootstrap((a,), np.mean, n_resamples=500, method="percentile",
+                          rng=np.random.default_rng(3))  # fmt: skip
+    ci = bootstrap_ci(a, 500, 0.05, seed=3)
+    assert (ci.lo, ci.hi) == tuple(res.confidence_interval)
+    idx = np.random.default_rng(3).integers(0, 300, size=(500, 300))  # (n_boot, N)
+    lo, hi = np.quantile(a[idx].mean(-1), [0.025, 0.975])
+    assert (ci.lo, ci.hi) == (lo, hi) and ci.mean == a.mean()
+    d = paired_bootstrap(a, b, 500, 0.1, seed=3)
+    lo, hi = np.quantile((a - b)[idx].mean(-1), [0.05, 0.95])
+    assert (d.lo, d.hi) == (lo, hi)
+    one = bootstrap_ci([0.25], 10)  # one sample: every resample is that sample
+    assert tuple(one) == (0.25, 0.25, 0.25, 1)

@@ -23,6 +23,7 @@ from pointvl.spans import field_token_ids
 from pointvl.stages.figures import FiguresConfig
 from pointvl.step import Scoring
 from pointvl.viz.figure3 import figure3, figure3_png, view_prediction
+from pointvl.viz.pagecheck import check_page, chromium
 from pointvl.viz.routed_group import route_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,15 +157,26 @@ def test_figures_stage_smoke(smoke_data, test_split, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "fig"
-    names = ("figure3.png", "figure3_reprojection.html", "routed_advantages_real.png",
+    names = ("figure3.png", "figure3_reprojection.html", "reprojection_test.html",
+             "routed_advantages_real.png",
              "routed_advantages_real.html", "routed_group.json")  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    # the pages link one shared plotly.js: beside them here, results/_static in the repo
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "_static"])
     metrics = json.loads((tmp_path / "m/figures.json").read_text())
     for key in ("figure3/rpc", "figure3/parse_fail_fields", "figure3/html_samples",
                 "group/size", "reward/bbox3d", "reward/rpc", "grca/tokens_changed_vs_grpo_frac",
-                "grca_rpc/sign_flips_vs_grpo_frac", "adv/bbox2d_zero_std_frac", "wall_s"):  # fmt: skip
+                "grca_rpc/sign_flips_vs_grpo_frac", "adv/bbox2d_zero_std_frac"):  # fmt: skip
         assert key in metrics, key
+    run = json.loads((tmp_path / "m/figures.run.json").read_text())  # timings: not metrics
+    assert "wall_s" in run and "group/generate_s" in run and "wall_s" not in metrics
     assert metrics["group/size"] == 2 and metrics["figure3/html_samples"] == 3
+    # every test object with a prediction is reachable in the explorer page, and it draws
+    assert metrics["reprojection/objects"] == len(rows) == len(test_split)
+    page = (out / "reprojection_test.html").read_text()
+    assert all(f'<option value="{r["uid"]} | ' in page for r in rows)  # each one searchable
+    if chromium() is not None:
+        report = check_page(out / "reprojection_test.html")
+        assert report.ok and report.figures == 1, report.summary()
     assert metrics["figure3/parse_fail_fields"] >= 1  # the truncated completion
     group = json.loads((out / "routed_group.json").read_text())
     assert len(group["completions"]) == 2 and set(group["advantages"]) == {

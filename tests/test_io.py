@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -28,6 +29,28 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         atomic_write_text(path, 3)  # not text: the write fails half-way
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_metrics_hold_results_and_run_facts_go_beside_them(tmp_path):
+    """Numbers a rerun reproduces -> the metrics file; timings, rates, strings -> .run.json."""
+    from pointvl.io import split_metrics, write_metrics
+
+    record = {
+        "train": 16, "gt_rpc_mean": 0.79, "profile": "tiny", "seconds": 61.6,
+        "instances_per_s": 71.4, "instances_per_s_per_core": 35.7, "wall_s": 3.0,
+        "s_per_step": 1.2, "train_runtime": 4.6, "group/generate_s": 0.4, "figures": ["a"],
+        "reward/seq/first": 0.5, "val/spans/parse_fail_frac/last": 1.0, "resumed_from": None,
+        "iou3d": {"mean": 0.7, "lo": 0.6, "hi": 0.8, "n": 400}, "flag": True,
+        "tokens/bbox2d": 12, "spread3d": 0.1, "samples": 3,
+    }  # fmt: skip
+    metrics, run = split_metrics(record)
+    assert metrics == {"train": 16, "gt_rpc_mean": 0.79, "reward/seq/first": 0.5,
+                       "val/spans/parse_fail_frac/last": 1.0, "iou3d": record["iou3d"],
+                       "tokens/bbox2d": 12, "spread3d": 0.1, "samples": 3}  # fmt: skip
+    assert {**metrics, **run} == record  # nothing lost
+    m_path, r_path = write_metrics(tmp_path / "m" / "stage.json", record)
+    assert r_path.name == "stage.run.json"
+    assert json.loads(m_path.read_text()) == metrics and json.loads(r_path.read_text()) == run
 
 
 def _dead_pid() -> int:

@@ -56,3 +56,26 @@ def test_projector_and_bad_shapes():
     m = GeometryGuidedCrossAttention(32, 48, 4)
     with pytest.raises(ValueError, match="image_tokens"):
         m(torch.randn(2, 5, 32), torch.randn(3, 7, 48))
+
+
+def test_returned_weights_are_eq2_and_reproduce_the_fused_kernel():
+    """``return_weights``: the explicit softmax path gives the SDPA path's H_f, weights (B, h,
+    P, I) that sum to 1 per row, equal the naive per-head softmax, and respect the mask."""
+    torch.manual_seed(2)
+    m = GeometryGuidedCrossAttention(32, 48, 4)
+    hp, hi = torch.randn(2, 5, 32), torch.randn(2, 7, 48)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[0, 5:] = False
+    fused, w = m(hp, hi, mask, return_weights=True)
+    torch.testing.assert_close(fused, m(hp, hi, mask), atol=1e-5, rtol=1e-5)
+    assert w.shape == (2, 4, 5, 7)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 5))
+    assert (w[0, ..., 5:] == 0).all()  # padded image tokens get no weight
+    q = m.q_proj(hp[1]).view(5, 4, 8)[:, 2]  # head 2 of sample 1: (P, dh)
+    k = m.k_proj(hi[1]).view(7, 4, 8)[:, 2]  # (I, dh)
+    torch.testing.assert_close(w[1, 2], torch.softmax(q @ k.T / math.sqrt(8), -1))
+    mask[1] = False  # no image at all: zero weights, H_f = LN(H_p)
+    fused, w = m(hp, hi, mask, return_weights=True)
+    assert (w[1] == 0).all()
+    torch.testing.assert_close(fused[1], m.norm(hp[1]))
+    assert m(hp, None, return_weights=True)[1] is None

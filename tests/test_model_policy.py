@@ -11,6 +11,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoProcessor,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
 )
@@ -221,10 +222,29 @@ def test_save_and_auto_from_pretrained_round_trip(policy, samples, tmp_path):
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
     assert type(loaded) is PointVLForConditionalGeneration
     proc2 = PointVLProcessor.from_pretrained(tmp_path / "m")
-    batch2 = proc2.batch(samples[:2])
-    for k in batch:
-        assert torch.equal(batch[k], batch2[k]), k
+    auto = AutoProcessor.from_pretrained(tmp_path / "m")  # the processor, not just a tokenizer
+    assert type(auto) is PointVLProcessor
+    for p in (proc2, auto):
+        batch2 = p.batch(samples[:2])
+        for k in batch:
+            assert torch.equal(batch[k], batch2[k]), k
     torch.testing.assert_close(logits_of(loaded, batch), logits_of(model, batch), atol=0, rtol=0)
+
+
+def test_processor_of_an_older_checkpoint_still_loads(policy, samples, tmp_path):
+    """A folder with only the tokenizer and ``pointvl_processor.json`` (written before the
+    processor was a ``ProcessorMixin``) loads with ``PointVLProcessor.from_pretrained``."""
+    import json
+
+    from pointvl.model.processor import PROCESSOR_FILE
+
+    _, proc = policy
+    proc.tokenizer.save_pretrained(tmp_path / "old")
+    settings = {k: v for k, v in proc.to_dict().items() if k != "processor_class"}
+    (tmp_path / "old" / PROCESSOR_FILE).write_text(json.dumps(settings))
+    old = PointVLProcessor.from_pretrained(tmp_path / "old")
+    batch, again = proc.batch(samples[:1]), old.batch(samples[:1])
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
 
 
 def test_generate_with_point_clouds(policy, samples):

@@ -6,7 +6,9 @@ and its HTML export is checked to open offline. Structure checks: a ``parameters
 cell with ``profile``, ``fast``, ``seed``; a first cell naming the paper section; a last
 section "What to try next" with code that runs; no function or class defined in a notebook
 (the package is the source of truth). Committed ``.ipynb`` files must carry no outputs and,
-next to a ``.py``, be in sync with it.
+next to a ``.py``, be in sync with it. Where Debian's ``chromium`` is installed (the set-up
+installs it), each exported page is opened headless and must show no console error, no blank
+figure and no raw TeX (``pointvl.viz.pagecheck``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 
 from pointvl.notebooks import NOTEBOOK_DIR, NotebookConfig, notebook_names, run_notebook
 from pointvl.paper_map import load_map, to_markdown, write_markdown
+from pointvl.viz.pagecheck import check_page, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = notebook_names()
@@ -55,8 +58,15 @@ def _check_executed(ipynb: Path, html: Path, name: str) -> None:
     assert injected and "fast = True" in injected[0].source
     page = html.read_text()
     assert not REMOTE_SCRIPT.search(page), f"{name}.html loads a script from the network"
-    if "plotly" in "".join(c.source for c in code):
-        assert "Plotly.newPlot" in page  # the figure is in the HTML, plotly.js inlined
+    assert page.count("# Parameters") == 1, f"{name}.html shows the parameters cell twice"
+    if "plotly" in "".join(c.source for c in code) or "ReprojectionView" in page:
+        mimes = {k for c in code for o in c.get("outputs", []) for k in o.get("data", {})}
+        assert "application/vnd.plotly.v1+json" in mimes, f"{name}: no Plotly MIME output"
+        assert "Plotly.newPlot" in page or "Plotly.react" in page  # the HTML fallback
+        assert page.count("plotly.min.js") == 1 and "_static/plotly.min.js" in page
+    if chromium() is not None:  # what a reader's browser shows (CI installs chromium)
+        report = check_page(html)
+        assert report.ok, report.summary()
 
 
 def test_notebooks_exist():
@@ -111,7 +121,7 @@ def test_committed_ipynb_have_no_outputs_and_match_their_py():
         nb = nbformat.read(path, as_version=4)
         if path in tracked:
             outputs = [c for c in nb.cells if c.cell_type == "code" and c.get("outputs")]
-            assert not outputs, f"{path.name} is committed with outputs (run nbstripout)"
+            assert not outputs, f"{path.name} has outputs (nbconvert --clear-output)"
         py = path.with_suffix(".py")
         if py.is_file():  # paired: same cells, same sources
             paired = jupytext.read(py)
@@ -174,7 +184,7 @@ def test_token_partition_html_keeps_every_character_in_order():
     from pointvl.demo import demo_completions, demo_target
     from pointvl.schema import parse_output
     from pointvl.spans import field_token_ids
-    from pointvl.viz.notebook_helpers import token_partition_html
+    from pointvl.viz.partition import token_partition_html
 
     for text in demo_completions(demo_target(0), 100)[3:6]:
         cuts = np.arange(0, len(text) + 3, 3).clip(max=len(text))  # 3-character "tokens"
@@ -202,3 +212,16 @@ def test_variance_helpers():
     assert sweep["V_b"][1] < sweep["V_r"][1] and sweep["condition_24"][1] < 0
     np.testing.assert_allclose(sweep["measured"], sweep["predicted"] + sweep["correction"])
     assert samples_needed(1.0, 0.01) == 100 and samples_needed(0.5, 1.0) == 1
+
+
+def test_another_profile_never_overwrites_the_committed_pages(tmp_path):
+    from pointvl.notebooks import committed_profile, output_dir
+
+    committed = committed_profile()
+    other = next(p for p in ("smoke", "tiny", "paper") if p != committed)
+    assert output_dir("results/notebooks", committed) == ROOT / "results/notebooks"
+    assert output_dir("results/notebooks", other) == ROOT / "results" / other / "notebooks"
+    assert output_dir(tmp_path, other) == tmp_path  # a folder of the caller's: as given
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"results/{other}/notebooks/x.html"],
+                             cwd=ROOT, check=False)  # fmt: skip
+    assert ignored.returncode == 0, f"results/{other}/ must be git-ignored"

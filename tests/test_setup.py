@@ -78,17 +78,7 @@ def test_profiles_change_values_not_keys(profile):
                 out |= keys(v, prefix + k + ".")
         return out
 
-    # an override may set a field the defaults leave to its dataclass (tiny's value is the
-    # field's default, e.g. rl.logprob_chunk_tokens: 0), but never a key no section knows
-    from pointvl.stages._cli import section_class
-
-    extra = keys(merged) - keys(base)
-    for key in sorted(extra):
-        section, _, field = key.partition(".")
-        if "." in field:  # inside a mapping-valued field (sizes.pointnet...): a value
-            continue
-        assert field in {f.name for f in dataclasses.fields(section_class(section))}, key
-    assert keys(base) <= keys(merged), "a profile lost a key"
+    assert keys(merged) == keys(base), "an override introduced a key the defaults lack"
 
 
 def test_schema_section_and_bad_values(tmp_path, monkeypatch):
@@ -105,3 +95,25 @@ def test_schema_section_and_bad_values(tmp_path, monkeypatch):
     bad.write_text("profile: huge\n")
     with pytest.raises(ConfigError, match="profile='huge'"):
         load_params(bad)
+
+
+def test_lock_file_pins_every_direct_dependency_at_its_pyproject_version():
+    """requirements.lock (scripts/lock.sh) is what scripts/setup.sh installs: it must agree."""
+    lock = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            lock[name] = version
+    for name, version in _pyproject_pins().items():
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        assert lock.get(key, "").split("+")[0] == version, (name, version, lock.get(key))
+    assert lock["torch"].endswith("+cpu"), "the lock pins the CPU build of torch"
+    assert "requirements.lock" in (ROOT / "scripts/setup.sh").read_text()
+
+
+def test_ci_runs_lint_and_a_pre_commit_config_exists():
+    ci = (ROOT / ".ci/run").read_text()
+    assert "make lint" in ci and ci.index("make lint") < ci.index("make test")
+    hooks = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    ids = {h["id"] for repo in hooks["repos"] for h in repo["hooks"]}
+    assert {"ruff-check", "ruff-format"} <= ids

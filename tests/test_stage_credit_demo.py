@@ -13,6 +13,7 @@ import yaml
 
 from pointvl.credit import standardize_in_groups
 from pointvl.schema import GEOMETRIC_FIELDS
+from pointvl.viz.pagecheck import check_page, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,8 +40,11 @@ def test_credit_demo_stage(tmp_path):
     )
     out = tmp_path / "out"
     html = (out / "advantages.html").read_text()
-    assert "Plotly.newPlot" in html  # plotly.js inlined: opens offline
+    assert "Plotly.newPlot" in html and "_static/plotly.min.js" in html  # the shared copy
     assert not re.search(r"<script[^>]*src=\"https?://", html)
+    if chromium() is not None:  # what a reader's browser shows: drawn, no error
+        report = check_page(out / "advantages.html")
+        assert report.ok and report.figures == 1, report.summary()
     assert (out / "advantages.png").stat().st_size > 10_000
     group = json.loads((out / "group.json").read_text())
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -10,13 +10,19 @@ from pointvl.data.annotate import mask_box
 from pointvl.data.build import BuildDatasetConfig, build
 from pointvl.data.dataset import PointVLDataset
 from pointvl.geometry import reprojected_footprint
+from pointvl.viz.pagecheck import check_page, chromium
 from pointvl.viz.reprojection import (
     BOX_EDGES,
+    explorer_html,
     gallery_png,
+    object_labels,
     projected_box_edges,
     reprojection_figure,
+    write_explorer,
     write_html,
 )
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="Debian chromium not installed")
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +84,53 @@ def test_figure_dropdown_and_predictions(samples):
         reprojection_figure(samples, preds[:2])
 
 
-def test_write_html_offline_and_gallery(samples, tmp_path):
+def test_write_html_links_the_shared_plotly_and_gallery(samples, tmp_path):
     path = write_html(reprojection_figure(samples[:2]), tmp_path / "f" / "repro.html")
     html = path.read_text()
-    assert path.stat().st_size > 1_000_000  # plotly.js inlined
-    assert 'src="https://cdn' not in html and "Plotly.newPlot" in html
+    assert path.stat().st_size < 200_000  # plotly.js is not inlined ...
+    assert '<script charset="utf-8" src="_static/plotly.min.js">' in html  # ... but shared
+    assert (tmp_path / "f" / "_static" / "plotly.min.js").stat().st_size > 1_000_000
+    assert 'src="https://' not in html and "Plotly.newPlot" in html
     png = gallery_png(samples, tmp_path / "gallery.png", cols=3)
     with Image.open(png) as im:
         w, h = im.size
     assert w > h > 100  # 2 rows x 3 columns
+
+
+def test_title_and_object_menu_do_not_share_a_corner(samples):
+    fig = reprojection_figure(samples[:3], labels=["a", "b", "c"])
+    menu = fig.layout.updatemenus[0]
+    assert fig.layout.title.xanchor == "left" and fig.layout.title.x < 0.1
+    assert menu.xanchor == "right" and menu.x == 1.0 and menu.yanchor == "bottom"
+    assert [b.label for b in menu.buttons] == ["a", "b", "c"]
+    assert not reprojection_figure(samples[:1]).layout.updatemenus  # one object: no menu
+
+
+def test_object_labels_carry_per_object_metrics(samples):
+    per = {"iou3d": [0.5, 0.25], "rpc": [1.0, 0.125], "iou2d": [0.0, 1.0]}
+    labels = object_labels(samples[:2], per, metrics=("iou3d", "rpc"))
+    assert labels[1] == f"{samples[1]['uid']} | {samples[1]['category']} | IoU3D 0.250 | RPC 0.125"
+
+
+def test_explorer_holds_every_object(samples):
+    """One figure per object (any of them reachable by search or prev / next), labels kept."""
+    import json
+    import re
+
+    labels = object_labels(samples)
+    html = explorer_html(samples, labels=labels, max_points=64)
+    figs = json.loads(re.search(r"var figs = (\[.*?\]), labels = ", html, re.S).group(1))
+    assert len(figs) == len(samples)
+    assert [f["layout"]["title"]["text"] for f in figs] == labels
+    assert all(f'<option value="{lab}">' in html for lab in labels)
+    with pytest.raises(ValueError, match="labels"):
+        explorer_html(samples, labels=labels[:2])
+
+
+@needs_chromium
+def test_explorer_page_draws_in_a_browser(samples, tmp_path):
+    page = write_explorer(samples, tmp_path / "explorer.html", labels=object_labels(samples),
+                          title="test objects")  # fmt: skip
+    report = check_page(page)
+    assert report.ok, report.summary()
+    assert report.figures == 1

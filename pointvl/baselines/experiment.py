@@ -36,7 +36,14 @@ from pointvl.config import (
     PositiveInt,
     Range,
 )
-from pointvl.io import atomic_file, atomic_torch_save, atomic_write_json, atomic_write_text
+from pointvl.io import (
+    atomic_file,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    write_csv,
+)
 
 BASELINE_NAMES = ("pointnet", "pointnet2", "pointbert")
 KEYPOINT_LOSS_NAMES = ("hungarian", "chamfer")
@@ -229,6 +236,8 @@ def run_baseline(
             # predicted bbox3d / kpts3d; answer, description, bbox2d, kpts2d copied from GT
             texts = [write_completion(b, k, t, quant_bins) for b, k, t in zip(boxes, kpts, targets)]
             _write_predictions(pred_path, targets, texts)
+        log = Path(cfg.log_dir) / f"{name}.jsonl"
+        write_csv(read_jsonl(log), log.with_suffix(".csv"))  # the epoch log for `dvc plots`
     res = evaluate(texts, targets, quant_bins, seed=cfg.seed, n_boot=cfg.n_boot, language=False)
     out = {m: res[m] for m in REPORTED_METRICS if m in res}
     out["_meta"] = {

@@ -6,13 +6,13 @@ when the cloud has no more points than that, which also moves the FPS start poin
 PointNet++ and Point-BERT). Inference is deterministic: every point in its stored order
 when the cloud has at most ``num_points`` points, else one subset drawn with ``seed``.
 One JSON line per epoch goes to ``log_path``: ``loss/total``, ``loss/box``, ``loss/kpts``
-(means over the epoch's steps), ``lr``, ``epoch_s``.
+(means over the epoch's steps), ``lr``, ``epoch_s`` (the stage copies it to a CSV beside it,
+what ``dvc plots`` reads).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -55,17 +55,13 @@ def subsample(points: torch.Tensor, num_points: int, generator: torch.Generator)
     return points[torch.arange(b)[:, None], order]  # (B, n, C)
 
 
-def cosine_schedule(total_steps: int, warmup_frac: float = WARMUP_FRAC):
-    """lr factor at step t: t / W for t < W, then ½ (1 + cos(π (t − W) / (T − W)))."""
+def cosine_schedule(optimizer, total_steps: int, warmup_frac: float = WARMUP_FRAC):
+    """transformers' cosine schedule with linear warm-up: lr factor t / W for t < W (the first
+    step runs at 0), then ½ (1 + cos(π (t − W) / (T − W))), W = ``warmup_frac`` · T (≥ 1)."""
+    from transformers import get_cosine_schedule_with_warmup
+
     warmup = max(1, int(warmup_frac * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -115,7 +111,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = _num_batches(len(data), batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(epochs * steps_per_epoch))
+    sched = cosine_schedule(opt, epochs * steps_per_epoch)
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text("")

@@ -192,6 +192,13 @@ class InstanceSpec:
     """0: the planned instance of this slot; k > 0: its k-th replacement (``replacement``)."""
 
 
+def spec_uid(spec: InstanceSpec) -> str:
+    """The ``uid`` column of an instance: ``<split>-<index:06d>``, or ``<synset>/<model id>``."""
+    if spec.model is None:
+        return f"{spec.split}-{spec.index:06d}"
+    return f"{spec.model.synset}/{spec.model.model_id}"
+
+
 def instance_seed(base: int, split: str, index: int, attempt: int = 0) -> int:
     """SeedSequence([base, split, index]) (and ``attempt`` for a procedural replacement)."""
     ss = np.random.SeedSequence([base, SPLITS.index(split), index] + ([attempt] if attempt else []))
@@ -258,10 +265,9 @@ def make_instance(
     if spec.model is None:
         raw = shapes.FAMILIES[spec.category](rng)
         mesh, centre, scale = shapes.normalize(raw)
-        uid = f"{spec.split}-{spec.index:06d}"
     else:
         mesh, centre, scale = shapenet.load_mesh(spec.model)  # raises MeshSkip
-        uid = f"{spec.model.synset}/{spec.model.model_id}"
+    uid = spec_uid(spec)
     points = sample_points(mesh, cfg.num_points, spec.seed, cfg.poisson_init_factor, cfg.normal_knn)
     camera = sample_camera(
         spec.category, rng, cfg.image_size, cfg.fov_deg,
@@ -750,3 +756,16 @@ def build(
         "gt_rpc_mean": manifest["gt_rpc_mean"],
         "content_hash": manifest["content_hash"],
     } | ({"view": manifest["view"]} if "view" in manifest else {})
+
+
+def build_instances(cfg: BuildDatasetConfig, quant_bins: int, uids: list[str]) -> list[dict]:
+    """The rows with these ``uids``, exactly as ``build`` writes them under ``cfg`` (same plan,
+    seeds and question pool), without building the rest. ``KeyError`` names a uid the plan
+    does not hold; ShapeNet meshes that ``build`` would skip raise ``MeshSkip``."""
+    specs, pool = plan_instances(cfg)
+    by_uid = {spec_uid(s): s for s in specs}
+    missing = [u for u in uids if u not in by_uid]
+    if missing:
+        raise KeyError(f"{missing[:3]}: not in the plan of this build config "
+                       f"({len(by_uid)} instances, e.g. {next(iter(by_uid), None)})")  # fmt: skip
+    return [make_instance(by_uid[u], cfg, quant_bins, pool) for u in uids]

@@ -169,6 +169,36 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+def instance_sample(row: dict[str, Any], qa: int | None = None) -> dict[str, Any]:
+    """A ``build.make_instance`` row as the sample ``PointVLDataset`` yields, in numpy.
+
+    PNG bytes are decoded (``image`` (H, W, 3) uint8, ``mask`` (H, W) bool), flat columns are
+    reshaped (``points`` (N, 6), ``K`` / ``R`` (3, 3), ``kpts2d`` (M, 2), ``kpts3d`` (M, 3)).
+    The QA pair is number ``qa``; None picks it as ``qa_mode="rotate"`` does, so a rebuilt
+    instance asks the question the loader (and the evaluation) asked.
+    """
+    k = rotate_qa(row["uid"], len(row["questions"])) if qa is None else qa
+    return {
+        "uid": row["uid"],
+        "category": row["category"],
+        "points": np.asarray(row["points"], np.float32).reshape(-1, 6),  # (N, 6)
+        "image": decode_png(row["image_png"]),  # (H, W, 3)
+        "mask": decode_png(row["mask_png"]).astype(bool),  # (H, W)
+        "K": np.asarray(row["K"], np.float64).reshape(3, 3),
+        "R": np.asarray(row["R"], np.float64).reshape(3, 3),
+        "t": np.asarray(row["t"], np.float64).reshape(3),
+        "bbox2d": np.asarray(row["bbox2d"], np.float64),  # (4,)
+        "bbox3d": np.asarray(row["bbox3d"], np.float64),  # (6,)
+        "kpts2d": np.asarray(row["kpts2d"], np.float64).reshape(-1, 2),  # (M, 2)
+        "kpts3d": np.asarray(row["kpts3d"], np.float64).reshape(-1, 3),  # (M, 3)
+        "question": row["questions"][k],
+        "answer": row["answers"][k],
+        "qa_type": row["qa_types"][k],
+        "target": row["targets"][k],
+        "description": row["description"],
+    }
+
+
 class PointVLDataset(torch.utils.data.Dataset):
     """One split of a built benchmark as a map-style torch Dataset (see module docstring)."""
 

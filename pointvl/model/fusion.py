@@ -42,13 +42,18 @@ class GeometryGuidedCrossAttention(nn.Module):
         point_tokens: torch.Tensor,
         image_tokens: torch.Tensor | None,
         image_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        return_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """point_tokens (B, P, d_p); image_tokens (B, I, d_i) or None; image_mask (B, I) bool
-        (True = a real image token). Returns H_f (B, P, d_p)."""
+        (True = a real image token). Returns H_f (B, P, d_p); with ``return_weights`` also
+        Eq. (2)'s attention weights (B, h, P, I) (None without an image; a row with no image
+        token gets all-zero weights). The fused SDPA kernel does not return weights, so that
+        path computes softmax(q k^T / sqrt(d_h)) explicitly (equal outputs, tested)."""
         if point_tokens.ndim != 3:
             raise ValueError(f"point_tokens: expected (B, P, d_p), got {tuple(point_tokens.shape)}")
         if image_tokens is None:
-            return self.norm(point_tokens)  # no image: Z = 0
+            fused = self.norm(point_tokens)  # no image: Z = 0
+            return (fused, None) if return_weights else fused
         B, P, D = point_tokens.shape
         if image_tokens.ndim != 3 or image_tokens.shape[0] != B:
             raise ValueError(
@@ -64,12 +69,20 @@ class GeometryGuidedCrossAttention(nn.Module):
         has_image = image_mask.any(-1)  # (B,)
         # rows without any image attend to a dummy key; their output is zeroed below
         attn_mask = (image_mask | ~has_image[:, None])[:, None, None, :]  # (B, 1, 1, I)
+        weights = None
         # Eq. (2): Z = softmax((H_p W_q)(H_i W_k)^T / sqrt(d)) (H_i W_v)
-        z = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, P, dh)
+        if return_weights:
+            logits = (q @ k.transpose(-1, -2)) / dh**0.5  # (B, h, P, I)
+            weights = logits.masked_fill(~attn_mask, float("-inf")).softmax(-1)  # (B, h, P, I)
+            z = weights @ v  # (B, h, P, dh)
+            weights = weights * has_image[:, None, None, None].to(weights.dtype)
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, P, dh)
         z = self.o_proj(z.transpose(1, 2).reshape(B, P, D))  # (B, P, d_p)
         z = z * has_image[:, None, None].to(z.dtype)  # Z = 0 where there is no image
         # Eq. (3): H_f = H_p + Z
-        return self.norm(point_tokens + z)  # (B, P, d_p)
+        fused = self.norm(point_tokens + z)  # (B, P, d_p)
+        return (fused, weights) if return_weights else fused
 
 
 class PointProjector(nn.Module):

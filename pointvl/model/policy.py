@@ -314,6 +314,10 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
 
 
 # Auto classes: TRL rebuilds the reference model via AutoConfig + AutoModelForCausalLM.
+# A checkpoint folder holds weights and configs but no code, so its config has no ``auto_map``
+# (remote code would mean copying this package into every checkpoint): ``import pointvl.model``
+# first, then AutoConfig / AutoModelForCausalLM / AutoModelForImageTextToText / AutoProcessor
+# .from_pretrained(folder) return our classes (the processor registers in processor.py).
 AutoConfig.register("pointvl", PointVLConfig, exist_ok=True)
 AutoModelForCausalLM.register(PointVLConfig, PointVLForConditionalGeneration, exist_ok=True)
 AutoModelForImageTextToText.register(PointVLConfig, PointVLForConditionalGeneration, exist_ok=True)
@@ -360,13 +364,13 @@ def build_policy(cfg, tokenizer, seed: int = 0, attn_implementation: str | None 
     ``tiny``: ``build_tiny_policy`` (random init seeded with ``seed``). ``paper``: Qwen2.5-VL-3B
     from ``cfg.backbone`` (path or hub id) + Point-BERT (``cfg.point_bert_checkpoint`` if
     given) via ``from_backbone``; the tokenizer must already hold ``<|point_pad|>`` (the
-    ``train_tokenizer`` stage adds it). Weights are float32 (``pointvl.launch.MASTER_DTYPE``)
+    ``train_tokenizer`` stage adds it). Weights are float32 (``pointvl.train.launch.MASTER_DTYPE``)
     whatever the checkpoint's dtype: bf16 is compute only (autocast, or DeepSpeed's bf16 with
     its own fp32 master copy), so AdamW never updates bf16 weights. Returns (model, processor).
     """
-    from pointvl.launch import MASTER_DTYPE
     from pointvl.model.config import paper_pointvl_config
     from pointvl.model.processor import PointVLProcessor
+    from pointvl.train.launch import MASTER_DTYPE
 
     cfg.validate()
     if cfg.size == "tiny":

@@ -15,6 +15,14 @@ One prompt layout for every profile (Qwen2.5's chat format)::
   exact whatever the BPE merges would have done across it.
 - ``collate`` left-pads (generation appends on the right); padded positions have
   attention_mask 0 and label -100.
+
+It is a transformers ``ProcessorMixin``: ``save_pretrained`` writes the tokenizer and
+``processor_config.json`` (``processor_class``: PointVLProcessor, the sizes above), and
+``AutoProcessor.from_pretrained(folder)`` returns a ``PointVLProcessor`` once ``pointvl.model``
+is imported (it registers the class for ``PointVLConfig``; a checkpoint holds no code, so the
+Auto classes cannot find ours without that import: no ``auto_map``, see ``policy.py``).
+Folders written before (``pointvl_processor.json`` only) still load with
+``PointVLProcessor.from_pretrained``; new ones carry both files.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoTokenizer
+from transformers import AutoProcessor, AutoTokenizer, ProcessorMixin
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from pointvl.model.config import PointVLConfig
 from pointvl.model.tokenizer import CHAT_TEMPLATE, special_token_ids
 
 POINT_TOKEN = "<|point_pad|>"
@@ -38,11 +47,14 @@ VISION_END = "<|vision_end|>"
 IM_END = "<|im_end|>"
 IGNORE_INDEX = -100
 PROCESSOR_FILE = "pointvl_processor.json"
+"""The settings file of processors saved before the ``ProcessorMixin`` version (still read)."""
 
 
-class PointVLProcessor:
+class PointVLProcessor(ProcessorMixin):
     """Turns one sample into ``input_ids``, ``attention_mask``, ``labels``, ``pixel_values``,
     ``image_grid_thw``, ``mm_token_type_ids`` and ``point_clouds``; ``collate`` batches them."""
+
+    tokenizer_class = "AutoTokenizer"
 
     def __init__(
         self,
@@ -54,6 +66,7 @@ class PointVLProcessor:
         patch_size: int = 14,
         merge_size: int = 2,
         temporal_patch_size: int = 2,
+        chat_template: str | None = None,
     ):
         if image_size % (patch_size * merge_size):
             raise ValueError(
@@ -63,12 +76,14 @@ class PointVLProcessor:
             tokenizer.chat_template = CHAT_TEMPLATE
         if POINT_TOKEN not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [POINT_TOKEN]})
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, chat_template=chat_template)
         self.token_ids = special_token_ids(tokenizer)
         self.num_point_tokens = num_point_tokens
         self.num_points = num_points
         self.point_channels = point_channels
         self.image_size = image_size
+        self.patch_size, self.merge_size = patch_size, merge_size
+        self.temporal_patch_size = temporal_patch_size
         pixels = image_size * image_size
         self.image_processor = Qwen2VLImageProcessorPil(
             min_pixels=pixels,
@@ -210,22 +225,27 @@ class PointVLProcessor:
         return [self.token_ids["im_end_token_id"], self.token_ids["eos_token_id"]]
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(str(path))
-        settings = dict(
-            num_point_tokens=self.num_point_tokens,
-            num_points=self.num_points,
-            point_channels=self.point_channels,
-            image_size=self.image_size,
-            patch_size=self.image_processor.patch_size,
-            merge_size=self.image_processor.merge_size,
-            temporal_patch_size=self.image_processor.temporal_patch_size,
-        )
-        (path / PROCESSOR_FILE).write_text(json.dumps(settings, indent=2))
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> list[str]:
+        """The tokenizer and ``processor_config.json`` (``ProcessorMixin``), plus the same
+        sizes in ``pointvl_processor.json`` for readers of the older layout."""
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
+        files = super().save_pretrained(str(save_directory), **kwargs)
+        settings = {k: v for k, v in self.to_dict().items() if k != "processor_class"}
+        (Path(save_directory) / PROCESSOR_FILE).write_text(json.dumps(settings, indent=2))
+        return [*files, str(Path(save_directory) / PROCESSOR_FILE)]
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> PointVLProcessor:
-        settings = json.loads((Path(path) / PROCESSOR_FILE).read_text())
-        return cls(AutoTokenizer.from_pretrained(str(path)), **settings)
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> PointVLProcessor:
+        """A saved processor: ``processor_config.json`` (``ProcessorMixin``), or the settings
+        file of an older checkpoint (``pointvl_processor.json``) beside its tokenizer."""
+        from transformers.utils import PROCESSOR_NAME
+
+        legacy = Path(path) / PROCESSOR_FILE
+        if not (Path(path) / PROCESSOR_NAME).is_file() and legacy.is_file():
+            settings = json.loads(legacy.read_text())
+            return cls(AutoTokenizer.from_pretrained(str(path)), **settings)
+        return super().from_pretrained(str(path), **kwargs)
+
+
+# AutoProcessor.from_pretrained(folder) -> PointVLProcessor (after ``import pointvl.model``)
+AutoProcessor.register(PointVLConfig, PointVLProcessor, exist_ok=True)

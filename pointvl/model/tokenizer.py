@@ -224,7 +224,7 @@ def train_tokenizer(cfg: TrainTokenizerConfig, texts: list[str] | None = None) -
 
     The tokenizer folder and the metrics file are each replaced only once complete.
     """
-    from pointvl.io import atomic_dir, atomic_write_json
+    from pointvl.io import atomic_dir, write_metrics
 
     if texts is None:  # bpe trains on them; both measure how finely the targets are cut
         from pointvl.data.dataset import list_texts
@@ -249,5 +249,5 @@ def train_tokenizer(cfg: TrainTokenizerConfig, texts: list[str] | None = None) -
         ),
         "special_token_ids": special_token_ids(tok),
     }
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics)  # the source name goes to <stem>.run.json
     return metrics

@@ -70,7 +70,7 @@ SECTIONS = {
     "zeroshot": "pointvl.eval.zeroshot_table:ZeroShotConfig",
     "figures": "pointvl.stages.figures:FiguresConfig",
     "credit_lab": "pointvl.train.lab:LabConfig",
-    "launch": "pointvl.launch:LaunchConfig",
+    "launch": "pointvl.train.launch:LaunchConfig",
 }
 """Every section of params.yaml -> ``module:Class`` of its dataclass (imported on use)."""
 

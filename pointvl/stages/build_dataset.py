@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pointvl.config import ConfigError, SchemaConfig
 from pointvl.data.build import BuildDatasetConfig, build
-from pointvl.io import atomic_write_json
+from pointvl.io import write_metrics
 from pointvl.stages._cli import Context, Flag, Stage
 
 
@@ -46,7 +46,7 @@ def _run(ctx: Context) -> dict:
     metrics["out_dir"] = cfg.out_dir
     if cfg.figure_samples > 0:
         metrics["figures"] = write_dataset_figures(cfg.out_dir, cfg.figures_dir, cfg.figure_samples)
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics)  # timings, paths: <stem>.run.json
     return metrics
 
 

@@ -6,7 +6,7 @@ Pipeline (the rl step of DESIGN.md, without a model): a group of G = 8 written c
 (``pointvl.demo``), BPE-encoded + end-of-turn -> ``pointvl.step.score_and_route`` (parse,
 Eq. 8 and 13 rewards, token offsets, field ids, grpo / grca / grca_rpc advantages, Eqs. 6-14).
 
-Writes ``<out_dir>/advantages.html`` (offline Plotly), ``advantages.png``, ``group.json``
+Writes ``<out_dir>/advantages.html`` (offline Plotly, the shared plotly.js of ``pointvl.viz.page``), ``advantages.png``, ``group.json``
 (completions, tokens, field ids, rewards, advantages) and the metrics JSON.
 """
 
@@ -19,41 +19,22 @@ import numpy as np
 
 from pointvl.config import CreditDemoConfig, SchemaConfig, load_section
 from pointvl.credit import CreditConfig
-from pointvl.demo import CASES, demo_completions, demo_target
+from pointvl.demo import CASES, demo_group
 from pointvl.io import atomic_dir, atomic_write_json
-from pointvl.model.tokenizer import train_bpe_tokenizer
-from pointvl.schema import GEOMETRIC_FIELDS, format_target
-from pointvl.spans import TokenLengths
-from pointvl.step import Scoring, compare_to_broadcast, diagnostics, score_and_route
+from pointvl.schema import GEOMETRIC_FIELDS
+from pointvl.step import compare_to_broadcast, diagnostics
 from pointvl.viz.advantages import advantage_figure, advantage_png
+from pointvl.viz.page import write_figure
 from pointvl.viz.routed_group import VARIANTS
-
-
-def demo_tokenizer(cfg: CreditDemoConfig, quant_bins: int):
-    """A BPE trained on random target JSONs (seeded): numbers split irregularly, as in tiny."""
-    texts = [
-        format_target(demo_target(cfg.seed + 1 + i), quant_bins)
-        for i in range(cfg.tokenizer_corpus)
-    ]
-    texts += ["Sure. Here is the structured answer:", "```json", "```"]
-    return train_bpe_tokenizer(texts, vocab_size=cfg.vocab_size)
 
 
 def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
     """Build the group, score it, compute the three advantage tensors, write the outputs."""
-    Q = schema.quant_bins
-    target = demo_target(cfg.seed)
-    completions = demo_completions(target, Q, seed=cfg.seed)
-    G = len(completions)
-    tok = demo_tokenizer(cfg, Q)
-
-    # EOS closes every completion; it has no characters, so it is background
-    eos = tok.eos_token_id
-    ids_list = [tok(c, add_special_tokens=False)["input_ids"] + [eos] for c in completions]
-    step = score_and_route(
-        completions, ids_list, [target] * G, TokenLengths(tok), G, tuple(VARIANTS),
-        CreditConfig(background=cfg.background, lam=cfg.lam), Scoring(Q, schema.num_keypoints),
-    )  # fmt: skip
+    credit = CreditConfig(background=cfg.background, lam=cfg.lam)
+    group = demo_group(cfg.seed, schema.quant_bins, schema.num_keypoints, cfg.tokenizer_corpus,
+                       cfg.vocab_size, credit=credit, variants=tuple(VARIANTS))  # fmt: skip
+    step, tok, ids_list = group.step, group.tokenizer, group.token_ids
+    completions, G = group.completions, group.group_size
     field_ids, mask = step.field_ids, step.mask
     scores, parsed = step.scored.scores, step.scored.parsed
     adv = {v: a.masked_fill(~mask, float("nan")) for v, a in step.advantages.items()}
@@ -72,7 +53,7 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
             labels,
             title=f"Per-token advantages of one group (G={G}, λ={cfg.lam})",
         )
-        fig.write_html(out / "advantages.html", include_plotlyjs=True, full_html=True, div_id="adv")
+        write_figure(fig, out / "advantages.html", div_id="adv")  # links the shared plotly.js
         advantage_png(
             out / "advantages.png",
             panels,
@@ -80,7 +61,7 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
             labels,
             title=f"Broadcast vs routed advantages (G={G}, λ={cfg.lam})",
         )
-        group = {
+        record = {
             "cases": list(CASES),
             "completions": completions,
             "errors": [p.errors for p in parsed],
@@ -91,7 +72,7 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
                 v: [row[: len(t)].tolist() for row, t in zip(a, tokens)] for v, a in adv.items()
             },
         }
-        (out / "group.json").write_text(json.dumps(group, indent=1) + "\n")
+        (out / "group.json").write_text(json.dumps(record, indent=1) + "\n")
     atomic_write_json(cfg.metrics, metrics)
     return metrics
 

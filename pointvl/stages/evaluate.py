@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pointvl.config import ConfigError, TokenBudget
 from pointvl.io import atomic_write_json, atomic_write_text
-from pointvl.launch import LaunchConfig
 from pointvl.stages._cli import Context, Flag, Stage
+from pointvl.train.launch import LaunchConfig
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -30,10 +31,11 @@ from pathlib import Path
 
 from pointvl.config import ConfigError, SchemaConfig, TokenBudget
 from pointvl.credit import BACKGROUND_MODES, CreditConfig
-from pointvl.io import atomic_write_json
-from pointvl.launch import LaunchConfig
+from pointvl.io import read_jsonl, write_metrics
 from pointvl.stages._cli import Context, Stage
 from pointvl.step import Scoring
+from pointvl.train.launch import LaunchConfig
+from pointvl.viz.page import write_figure
 
 SYSTEM_NAMES = {"grca_rpc": "GRCA + RPC", "grca": "GRCA", "grpo": "GRPO", "sft": "SFT"}
 
@@ -109,8 +111,7 @@ def read_predictions(path: str | os.PathLike, checkpoint: str) -> dict[str, dict
             f"figures.predictions={str(path)!r} does not exist: run the evaluate stage for the "
             f"system of {checkpoint} first (python -m pointvl.stages.evaluate --system ...)"
         )
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["uid"]: r for r in rows}
+    return {r["uid"]: r for r in read_jsonl(path)}
 
 
 def system_name(predictions: str) -> str:
@@ -155,7 +156,27 @@ def write_figure3(cfg: FiguresConfig, ds, quant_bins: int, profile: str, out: Pa
         "figure3/rpc": float(info["rpc"]),
         "figure3/parse_fail_fields": len(failed),
         "figure3/html_samples": len(samples),
+        "reprojection/objects": write_test_explorer(ds, preds, quant_bins, system, out),
     }
+
+
+def write_test_explorer(ds, preds: Mapping[str, dict], quant_bins: int, system: str, out: Path):
+    """``reprojection_test.html``: every test object with a prediction, searchable, each
+    labelled with its IoU2D / IoU3D / RPC (``pointvl.viz.reprojection.write_explorer``).
+    Returns how many objects it holds."""
+    from pointvl.eval.metrics import per_sample_metrics
+    from pointvl.eval.targets import question_group
+    from pointvl.viz.reprojection import object_labels, prediction_values, write_explorer
+
+    samples = [s for s in (ds[i] for i in range(len(ds))) if s["uid"] in preds]
+    texts = [completion_for(preds, s, "reprojection_test.html") for s in samples]
+    targets = [{**s, "question_type": question_group(s["qa_type"])} for s in samples]
+    per = per_sample_metrics(texts, targets, quant_bins)
+    values = [prediction_values(t, quant_bins, len(s["kpts3d"])) for t, s in zip(texts, samples)]
+    title = f"Every test object with its {system} prediction (ours; GT solid, ours dashed red)"
+    write_explorer(samples, out / "reprojection_test.html", values, object_labels(samples, per),
+                   title=title, max_points=256)  # fmt: skip
+    return len(samples)
 
 
 # ----------------------------------------------------------------------------- (b) one group
@@ -196,8 +217,7 @@ def write_heatmap(
              f"T={cfg.temperature}, λ={cfg.lam})")  # fmt: skip
     fids = step.field_ids.numpy()
     fig = advantage_figure(panels, fids, tokens, labels, title=title)
-    fig.write_html(out / "routed_advantages_real.html", include_plotlyjs=True, full_html=True,
-                   div_id="routed-advantages")  # fmt: skip
+    write_figure(fig, out / "routed_advantages_real.html", div_id="routed-advantages")
     advantage_png(out / "routed_advantages_real.png", panels, fids, labels, title=title)
     meta = {"policy_checkpoint": ckpt, "group_size": G, "temperature": cfg.temperature,
             "seed": cfg.seed, "lam": cfg.lam, "background": cfg.background}  # fmt: skip
@@ -210,6 +230,8 @@ def write_heatmap(
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Move every file of ``tmp`` into ``out_dir`` (each rename is atomic)."""
     for f in sorted(tmp.iterdir()):
+        if f.is_dir() and (out_dir / f.name).is_dir():  # _static (pages outside results/)
+            shutil.rmtree(out_dir / f.name)
         os.replace(f, out_dir / f.name)
 
 
@@ -230,7 +252,7 @@ def run(
         _publish(Path(tmp), out_dir)
     metrics["wall_s"] = time.perf_counter() - t0
     metrics["group/max_new_tokens"] = cfg.max_new_tokens
-    atomic_write_json(cfg.metrics, metrics)
+    write_metrics(cfg.metrics, metrics)  # timings go to <stem>.run.json
     return metrics
 
 

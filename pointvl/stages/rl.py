@@ -33,9 +33,9 @@ from pathlib import Path
 
 from pointvl.config import SchemaConfig
 from pointvl.io import atomic_write_json, read_jsonl
-from pointvl.launch import LaunchConfig, check_launch
 from pointvl.stages._cli import Context, Flag, Stage
 from pointvl.train.config import RLConfig
+from pointvl.train.launch import LaunchConfig, check_launch
 from pointvl.train.logs import MetricsLogger
 from pointvl.train.sft import last_complete_checkpoint, save_final
 

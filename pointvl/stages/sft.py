@@ -14,10 +14,10 @@ same final weights as an uninterrupted run). Bad configs fail before any work (e
 
 from __future__ import annotations
 
-from pointvl.launch import LaunchConfig, check_launch
 from pointvl.model import ModelConfig
 from pointvl.stages._cli import Context, Flag, Stage
 from pointvl.train.config import SFTConfig
+from pointvl.train.launch import LaunchConfig, check_launch
 from pointvl.train.sft import build_sft_trainer, load_samples, run_sft  # noqa: F401
 
 __all__ = ["STAGE", "load_samples", "main"]
@@ -25,7 +25,7 @@ __all__ = ["STAGE", "load_samples", "main"]
 
 def _resolve(ctx: Context) -> None:
     """Before any weight is read: the dataset and tokenizer, the model's local files, the
-    launch against this machine (``pointvl.launch.check_launch``)."""
+    launch against this machine (``pointvl.train.launch.check_launch``)."""
     ctx.configs["sft"] = ctx.sft.resolved(ctx.profile)
     ctx.sft.check_inputs(ctx.profile)
     ctx.model.check_inputs()

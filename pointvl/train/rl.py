@@ -25,10 +25,10 @@ TARGET_KEYS = ("bbox2d", "bbox3d", "kpts2d", "kpts3d", "K", "R", "t")
 
 def load_sft_policy(path, attn_implementation: str | None = None):
     """(policy, processor) of the SFT checkpoint every RL arm starts from, in float32
-    (``pointvl.launch.MASTER_DTYPE``) whatever it was saved in: a ZeRO-3 save is bf16, and
+    (``pointvl.train.launch.MASTER_DTYPE``) whatever it was saved in: a ZeRO-3 save is bf16, and
     AdamW must update fp32 weights (lr 1e-6 steps round away in bf16)."""
-    from pointvl.launch import MASTER_DTYPE
     from pointvl.model import PointVLForConditionalGeneration, PointVLProcessor
+    from pointvl.train.launch import MASTER_DTYPE
 
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = PointVLForConditionalGeneration.from_pretrained(path, dtype=MASTER_DTYPE, **kwargs)

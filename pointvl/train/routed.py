@@ -30,6 +30,25 @@ reward this is TRL's GRPO; with every field spanning the whole completion and
 which TRL's loss treats exactly like its (B,)): the GRPO and GDPO arms run through the same
 class, so they log the same metrics.
 
+Example, a user's own JSON task (the credit lab's ``pointvl.train.lab.DigitTask`` is the
+full version, tested against TRL)::
+
+    class MyTask:
+        fields = ("name", "year")
+        def score(self, completions, inputs):            # one row per completion
+            rewards, spans = [], []
+            for text, row in zip(completions, inputs):
+                m = {f: re.search(rf'"{f}": "?([^",}}]*)', text) for f in self.fields}
+                spans.append({f: m[f].span(1) if m[f] else None for f in self.fields})
+                rewards.append([float(m[f] is not None and m[f].group(1) == str(row[f]))
+                                for f in self.fields])
+            r = np.array(rewards)
+            return FieldScores(r, spans, {"seq": r.mean(1)})
+
+    task = MyTask()
+    trainer = RoutedGRPOTrainer(model, reward_funcs=[TaskReward(task, "seq")], args=GRPOConfig(...),
+                                train_dataset=ds, processing_class=tok, task=task, routing=Routing())
+
 What this relies on in TRL (pinned to 1.16, tested in ``tests/test_train_routed.py``; TRL has
 no public advantage hook yet, issues #4525 / #7291): ``_calculate_rewards`` returns the
 gathered (B_global, n_funcs) rewards, ``_generate_and_score_completions`` returns a dict whose

@@ -150,7 +150,7 @@ def common_training_kwargs(cfg) -> dict:
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
+        disable_tqdm=False,  # a progress bar with ETA on every training run
     )
 
 

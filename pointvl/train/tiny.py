@@ -9,6 +9,8 @@ the ``GRCATrainer`` contract: ``prompt`` (text), ``target`` (reward target, see
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -94,3 +96,40 @@ def tiny_policy_rows(
 def scripted_completions(target: dict, quant_bins: int, seed: int = 0) -> list[str]:
     """The eight written completions of ``pointvl.demo`` (Sec. 3.7 cases) for ``target``."""
     return demo_completions(target, quant_bins, seed=seed)
+
+
+class TinySFTData(torch.utils.data.Dataset):
+    """RL rows of ``pointvl.train.tiny`` (``prompt``, ``target``) as completion-only SFT
+    features for a plain causal LM: ``input_ids`` = prompt + target JSON + ``<|im_end|>``,
+    ``labels`` = -100 on the prompt (Eq. 5 sums over the target only). ``collate`` right-pads
+    a batch; pass this object where ``build_sft_trainer`` expects the processor."""
+
+    def __init__(self, rows: Sequence[Mapping], tokenizer, quant_bins: int):
+        from pointvl.schema import format_target
+
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.pad_id = tokenizer.pad_token_id
+        self.features = []
+        for r in rows:
+            p = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+            c = tokenizer(format_target(r["target"], quant_bins), add_special_tokens=False)
+            c = c["input_ids"] + [end]
+            self.features.append({"input_ids": p + c, "labels": [-100] * len(p) + c})
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.features[i]
+
+    def collate(self, batch: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        B, L = len(batch), max(len(x["input_ids"]) for x in batch)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long)  # (B, L)
+        labels = torch.full((B, L), -100, dtype=torch.long)  # (B, L)
+        mask = torch.zeros((B, L), dtype=torch.long)  # (B, L)
+        for i, x in enumerate(batch):
+            n = len(x["input_ids"])
+            ids[i, :n] = torch.tensor(x["input_ids"])
+            labels[i, :n] = torch.tensor(x["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

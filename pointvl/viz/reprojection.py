@@ -26,6 +26,7 @@ import numpy as np
 
 from pointvl.geometry import aabb_corners, project_points, reprojected_footprint
 from pointvl.io import atomic_file
+from pointvl.viz import as_numpy
 
 GT_COLOR, PRED_COLOR, PROJ_COLOR, KPT_COLOR = "#2ca02c", "#d62728", "#ff7f0e", "#1f77b4"
 # the 12 edges of an aabb_corners box: corners that differ in exactly one bit (x=1, y=2, z=4)
@@ -34,10 +35,7 @@ BOX_EDGES: tuple[tuple[int, int], ...] = tuple(
 )
 
 
-def _np(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+_np = as_numpy
 
 
 def _camera(sample: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,13 +84,42 @@ def _title(sample: Mapping, i: int) -> str:
     return f"{i}: " + " | ".join(parts) if parts else f"sample {i}"
 
 
+def png_data_uri(image: np.ndarray) -> str:
+    """(H, W, 3) uint8 -> a PNG ``data:`` URI (a few KB, where a z-array is ~50 KB)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def object_labels(
+    samples: Sequence[Mapping],
+    per_sample: Mapping[str, Sequence[float]] | None = None,
+    metrics: Sequence[str] = ("iou2d", "iou3d", "rpc"),
+) -> list[str]:
+    """One label per sample: ``uid | category`` and, with ``per_sample`` metrics
+    (``eval.metrics.per_sample_metrics``), e.g. ``IoU3D 0.712 | RPC 0.654``."""
+    out = []
+    for i, s in enumerate(samples):
+        parts = [str(s.get(k)) for k in ("uid", "category") if s.get(k) is not None]
+        if per_sample is not None:
+            parts += [f"{m.upper().replace('IOU', 'IoU')} {float(per_sample[m][i]):.3f}"
+                      for m in metrics if m in per_sample]  # fmt: skip
+        out.append(" | ".join(parts) or f"sample {i}")
+    return out
+
+
 def _sample_traces(sample: Mapping, pred: Mapping | None, max_points: int) -> list:
     import plotly.graph_objects as go
 
     K, R, t = _camera(sample)
     image = _np(sample["image"]).astype(np.uint8)
     h, w = image.shape[:2]
-    pts = _np(sample["points"]).astype(np.float64)[:, :3]
+    pts = _np(sample["points"]).astype(np.float32)[:, :3]
     if len(pts) > max_points:
         pts = pts[np.linspace(0, len(pts) - 1, max_points).astype(int)]
     b3, k3 = _np(sample["bbox3d"]), _np(sample["kpts3d"]).reshape(-1, 3)
@@ -110,7 +137,7 @@ def _sample_traces(sample: Mapping, pred: Mapping | None, max_points: int) -> li
                      marker={"size": 4, "color": KPT_COLOR}, **s3),
         go.Scatter3d(x=fr[:, 0], y=fr[:, 1], z=fr[:, 2], mode="lines", name="camera",
                      line={"color": "gray", "width": 2}, **s3),
-        go.Image(z=image, name="image", xaxis="x", yaxis="y"),
+        go.Image(source=png_data_uri(image), name="image", xaxis="x", yaxis="y"),
         go.Scatter(x=pe[:, 0], y=pe[:, 1], mode="lines", name="projected bbox3d (GT)",
                    line={"color": PROJ_COLOR, "width": 1.5}, xaxis="x", yaxis="y"),
         go.Scatter(x=o2[:, 0], y=o2[:, 1], mode="lines", name="bbox2d (GT)",
@@ -150,8 +177,10 @@ def reprojection_figure(
     samples: Sequence[Mapping],
     predictions: Sequence[Mapping | None] | None = None,
     max_points: int = 2048,
+    labels: Sequence[str] | None = None,
 ):
-    """Interactive figure over ``samples`` (see module docstring); returns a go.Figure."""
+    """Interactive figure over ``samples`` (see module docstring); returns a go.Figure.
+    ``labels``: the dropdown / title text of each sample (default ``uid | category``)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -178,20 +207,38 @@ def reprojection_figure(
                 fig.add_trace(tr, row=1, col=2)
         ranges.append((start, len(fig.data)))
     n = len(fig.data)
+    titles = list(labels) if labels is not None else [_title(s, i) for i, s in enumerate(samples)]
     buttons = []
     for i, (a, b) in enumerate(ranges):
         visible = [a <= j < b for j in range(n)]
-        buttons.append({"label": _title(samples[i], i), "method": "update",
-                        "args": [{"visible": visible}, {"title.text": _title(samples[i], i)}]})  # fmt: skip
+        buttons.append({"label": titles[i], "method": "update",
+                        "args": [{"visible": visible}, {"title.text": titles[i]}]})  # fmt: skip
     h, w = _np(samples[0]["image"]).shape[:2]
     fig.update_xaxes(range=[0, w], row=1, col=2, constrain="domain")
     fig.update_yaxes(range=[h, 0], row=1, col=2, scaleanchor="x", constrain="domain")
     fig.update_scenes(aspectmode="data", camera={"up": {"x": 0, "y": 1, "z": 0}})
+    # title on the left, the object menu on the right of the same top band: never overlapping
+    menus = (
+        [
+            {
+                "buttons": buttons,
+                "direction": "down",
+                "x": 1.0,
+                "y": 1.0,
+                "yanchor": "bottom",
+                "xanchor": "right",
+                "pad": {"b": 30},
+                "showactive": True,
+            }
+        ]
+        if len(samples) > 1
+        else []
+    )
     fig.update_layout(
-        title={"text": _title(samples[0], 0)},
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "y": 1.15,
-                      "xanchor": "left", "showactive": True}],
-        height=560, width=1150, margin={"l": 10, "r": 10, "t": 90, "b": 10},
+        title={"text": titles[0], "x": 0.01, "xanchor": "left", "y": 0.98, "yanchor": "top",
+               "font": {"size": 14}},
+        updatemenus=menus,
+        height=580, width=1150, margin={"l": 10, "r": 10, "t": 110, "b": 10},
         legend={"font": {"size": 9}},
     )  # fmt: skip
     fig.layout.meta = {"sample_trace_ranges": ranges}
@@ -199,12 +246,20 @@ def reprojection_figure(
 
 
 def write_html(fig, path: str | os.PathLike) -> Path:
-    """Offline HTML (plotly.js inlined: opens with no network), written atomically."""
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        # a fixed div id keeps the file byte-identical across runs (plotly draws a random one)
-        fig.write_html(str(tmp), include_plotlyjs=True, full_html=True, div_id="reprojection")
-    return path
+    """Offline HTML linking the shared plotly.js (``pointvl.viz.page.write_figure``)."""
+    from pointvl.viz.page import write_figure
+
+    return write_figure(fig, path, div_id="reprojection")
+
+
+def prediction_values(completion: str, quant_bins: int, num_keypoints: int | None) -> dict:
+    """A completion -> the continuous geometric fields ``reprojection_figure`` draws (pixels,
+    object frame); a field that failed to parse is None (and is not drawn)."""
+    from pointvl.schema import GEOMETRIC_FIELDS, parse_output, to_continuous
+
+    parsed = parse_output(completion, num_keypoints=num_keypoints)
+    ok = {f: (parsed.values[f] if parsed.errors.get(f) is None else None) for f in GEOMETRIC_FIELDS}
+    return to_continuous(ok, quant_bins)
 
 
 def gallery_png(
@@ -271,3 +326,114 @@ def write_dataset_figures(data_dir: str | os.PathLike, figures_dir: str | os.Pat
     html = write_html(reprojection_figure(samples), figures_dir / "dataset_reprojection.html")
     png = gallery_png(samples, figures_dir / "dataset_gallery.png")
     return [str(html), str(png)]
+
+
+# ----------------------------------------------------------------------------- every object
+
+_EXPLORER_JS = """
+(function () {
+  var figs = %(figs)s, labels = %(labels)s, template = %(template)s;
+  var id = "%(id)s", gd = document.getElementById(id), q = document.getElementById(id + "-q");
+  var pos = document.getElementById(id + "-pos"), i = 0;
+  function show(k) {
+    i = (k + figs.length) %% figs.length;
+    var layout = Object.assign({template: template}, figs[i].layout);
+    Plotly.react(gd, figs[i].data, layout, {responsive: true});
+    pos.textContent = (i + 1) + " / " + figs.length; q.value = labels[i];
+  }
+  function find() {
+    var v = q.value.trim().toLowerCase(), k = labels.indexOf(q.value);
+    if (k < 0) { k = labels.findIndex(function (l) { return l.toLowerCase().indexOf(v) >= 0; }); }
+    if (k >= 0) { show(k); }
+  }
+  q.addEventListener("change", find);
+  q.addEventListener("keydown", function (e) { if (e.key === "Enter") { find(); } });
+  document.getElementById(id + "-prev").onclick = function () { show(i - 1); };
+  document.getElementById(id + "-next").onclick = function () { show(i + 1); };
+  show(0);
+})();
+"""
+
+
+def explorer_html(
+    samples: Sequence[Mapping],
+    predictions: Sequence[Mapping | None] | None = None,
+    labels: Sequence[str] | None = None,
+    max_points: int = 512,
+    div_id: str = "explorer",
+) -> str:
+    """The reprojection view of *every* sample, one at a time: a search box (type any part of
+    a label: uid, category, a metric; the list suggests matches), previous / next buttons and
+    one figure redrawn per object. Each object's traces are stored once as JSON (~15 KB at
+    512 points: the image is a PNG), so hundreds of objects fit one page. An HTML fragment
+    that needs ``Plotly`` on the page (``pointvl.viz.page.plotly_script``)."""
+    import html
+    import json
+
+    import plotly.io as pio
+
+    labels = list(labels) if labels is not None else [_title(s, i) for i, s in enumerate(samples)]
+    if len(labels) != len(samples):
+        raise ValueError(f"explorer_html: {len(labels)} labels for {len(samples)} samples")
+    figs, template = [], None
+    for i, s in enumerate(samples):
+        pred = [predictions[i]] if predictions is not None else None
+        fig = json.loads(pio.to_json(reprojection_figure([s], pred, max_points, [labels[i]])))
+        template = fig["layout"].pop("template", template)
+        fig["layout"].pop("meta", None)
+        figs.append(fig)
+    options = "".join(f'<option value="{html.escape(lab)}">' for lab in labels)
+    script = _EXPLORER_JS % {"figs": json.dumps(figs, separators=(",", ":")),
+                             "labels": json.dumps(labels), "template": json.dumps(template),
+                             "id": div_id}  # fmt: skip
+    return (
+        f'<div style="font:13px sans-serif;margin:4px 0">'
+        f'<button id="{div_id}-prev">&#9664;</button> <span id="{div_id}-pos"></span> '
+        f'<button id="{div_id}-next">&#9654;</button> '
+        f'<input id="{div_id}-q" list="{div_id}-list" size="70" '
+        f'placeholder="search: uid, category or metric, then Enter">'
+        f'<datalist id="{div_id}-list">{options}</datalist></div>'
+        f'<div id="{div_id}" class="plotly-graph-div" style="width:1150px;height:580px"></div>'
+        f"<script>{script}</script>"
+    )
+
+
+class ReprojectionView:
+    """The reprojection view as a notebook output: Plotly's MIME type (a dropdown figure,
+    drawn by JupyterLab) plus the searchable ``explorer_html`` as the HTML fallback (what an
+    exported page shows, with its shared plotly.js)."""
+
+    def __init__(self, samples, predictions=None, labels=None, max_points: int = 512,
+                 div_id: str = "explorer"):  # fmt: skip
+        self.args = (samples, predictions, labels, max_points)
+        self.div_id = div_id
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        import json
+
+        import plotly.io as pio
+
+        samples, predictions, labels, max_points = self.args
+        fig = reprojection_figure(samples, predictions, max_points, labels)
+        return {
+            "application/vnd.plotly.v1+json": json.loads(pio.to_json(fig)),
+            "text/html": explorer_html(samples, predictions, labels, max_points, self.div_id),
+            "text/plain": f"<reprojection view of {len(samples)} objects>",
+        }
+
+
+def write_explorer(samples, path: str | os.PathLike, predictions=None, labels=None,
+                   title: str = "", max_points: int = 512) -> Path:  # fmt: skip
+    """``explorer_html`` as a full offline page (shared plotly.js, ``pointvl.viz.page``)."""
+    import html
+
+    from pointvl.io import atomic_write_text
+    from pointvl.viz.page import ensure_assets, plotly_script, static_dir
+
+    path = Path(path)
+    ensure_assets(static_dir(path))
+    body = explorer_html(samples, predictions, labels, max_points)
+    page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
+            f"</title>{plotly_script(path)}</head><body><h3 style=\"font-family:sans-serif\">"
+            f"{html.escape(title)}</h3>{body}</body></html>\n")  # fmt: skip
+    return atomic_write_text(path, page)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from pointvl.variance import VarianceGap, toy_categorical_policy
-from pointvl.viz.notebook_helpers import Html, html_table
+from pointvl.viz.html import Html, html_table
 
 GAP_COLUMNS = (
     "V(g_b)",
