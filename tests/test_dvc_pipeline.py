@@ -94,7 +94,8 @@ def test_study_pipelines_track_the_shared_values_of_the_base_sections_they_read(
         for name, body in _stage_bodies(dvc):
             params = [p for p in body.get("params", []) if isinstance(p, str)]
             sections = [p for p in params if p in SECTIONS]
-            shared = sorted(p for p in params if p.startswith("shared."))
+            # a foreach matrix pads its rows by repeating an entry: compare the set
+            shared = sorted({p for p in params if p.startswith("shared.")})
             needed = set().union(*(shared_refs(s) for s in sections)) if sections else set()
             assert shared == sorted(f"shared.{k}.${{profile}}" for k in needed), (path, name)
 
@@ -111,6 +112,9 @@ def test_notebook_stages_track_only_what_each_notebook_reads():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     bodies = dict(_stage_bodies(dvc))
     names = [n for n in bodies if n.startswith("notebooks@")]
+    root = PARAMS["active"]["results_root"]  # what ${active.results_root} resolves to for tiny
+    for name in names:
+        bodies[name]["deps"] = [d.replace("${active.results_root}", root) for d in bodies[name]["deps"]]
     assert len(names) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.py")))
     for name in names:
         sections = {p for p in bodies[name]["params"] if p in SECTIONS}

@@ -10,7 +10,7 @@ import yaml
 
 from pointvl.config import load_section
 from pointvl.data.build import BuildDatasetConfig
-from pointvl.launch import OUTPUT_ROOTS, Sandbox, rebase_outputs, run_live, shown
+from pointvl.launch import INPUT_KEYS, OUTPUT_ROOTS, Sandbox, rebase_outputs, run_live, shown
 from pointvl.train.config import RLConfig, SFTConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def test_every_output_path_of_params_moves_into_the_sandbox(tmp_path):
     before, after = list(_strings(raw)), list(_strings(moved))
     assert len(before) == len(after) and any(v.startswith(OUTPUT_ROOTS) for _, v in before)
     for (key, old), (_, new) in zip(before, after):
-        if old.startswith(OUTPUT_ROOTS) and key != "shapenet_root":
+        if old.startswith(OUTPUT_ROOTS) and key not in INPUT_KEYS:
             assert new == str(tmp_path / old)
         else:
             assert new == old  # hub ids, inputs, variants, ...
