@@ -114,7 +114,9 @@ def test_notebook_stages_track_only_what_each_notebook_reads():
     names = [n for n in bodies if n.startswith("notebooks@")]
     root = PARAMS["active"]["results_root"]  # what ${active.results_root} resolves to for tiny
     for name in names:
-        bodies[name]["deps"] = [d.replace("${active.results_root}", root) for d in bodies[name]["deps"]]
+        bodies[name]["deps"] = [
+            d.replace("${active.results_root}", root) for d in bodies[name]["deps"]
+        ]
     assert len(names) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.py")))
     for name in names:
         sections = {p for p in bodies[name]["params"] if p in SECTIONS}
