@@ -73,3 +73,12 @@ def test_run_live_streams_lines_elides_long_json_and_raises_with_the_tail(capsys
     with pytest.raises(RuntimeError, match="exited 3") as err:
         run_live([sys.executable, "-c", "print('last words'); raise SystemExit(3)"], echo=False)
     assert "last words" in str(err.value)
+
+
+def test_sandbox_params_pass_the_active_check_of_their_profile(tmp_path):
+    """Under DVC (a notebook stage) every load checks ``active`` against ``profile``."""
+    from pointvl.config import load_params
+
+    for profile in ("smoke", "tiny"):
+        sb = Sandbox.create(tmp_path / profile, profile)
+        load_params(sb.params, check_active=True)  # raises a ConfigError when inconsistent

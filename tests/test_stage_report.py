@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -129,3 +130,41 @@ def test_report_seeds_baselines_and_zeroshot(smoke_data, tmp_path):
     # one run on one side: each seed of the other against that run
     line = next(c for c in claims.splitlines() if c.startswith("- GRCA + RPC − GRCA on RPC"))
     assert "(one run of GRCA + RPC vs 2 seeds of GRCA)" in line
+
+
+def test_study_reads_seed_zero_from_the_base_folders(smoke_data, tmp_path):
+    """The RL study writes its runs under results/study/ and reads seed 0 of every arm from
+    the default pipeline's folders (``report.base_*``): the default report never sees the
+    study's files, the study's report sees both."""
+    targets, _, q = load_targets(smoke_data, "test")
+    perfect = [format_target(t, q) for t in targets]
+    half = [format_target({**t, "kpts3d": [t["bbox3d"][:3] - 0.2] * 16}, q) if i % 2 else p
+            for i, (t, p) in enumerate(zip(targets, perfect))]  # fmt: skip
+    base_pred, base_met = tmp_path / "base/pred", tmp_path / "base/metrics"
+    pred, met = tmp_path / "study/pred", tmp_path / "study/metrics"
+    for d in (base_pred, base_met, pred, met):
+        d.mkdir(parents=True)
+    _write_system(base_pred, base_met, "grca", targets, perfect, q)  # seed 0: default pipeline
+    _write_system(pred, met, "grca_seed1", targets, half, q)  # seed 1: the study
+    log = tmp_path / "base/train/rl_grca/log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text(json.dumps({"step": 1, "spans/parse_fail_frac": 0.25}) + "\n")
+    seeds = {"grca": ["grca_seed1"]}
+    _run_report(tmp_path, smoke_data, pred, met, seed_systems=seeds, systems=["grca"],
+                base_metrics_dir=str(base_met), base_predictions_dir=str(base_pred),
+                base_train_logs=str(tmp_path / "base/train/rl_{variant}/log.jsonl"))  # fmt: skip
+    t3 = (tmp_path / "tables/table3.md").read_text()
+    row = next(ln for ln in t3.splitlines() if ln.startswith("| GRCA |"))
+    assert "(2 seeds)" in row
+    from pointvl.eval.results import ReportConfig
+    from pointvl.stages.report import train_log
+
+    cfg = ReportConfig(train_logs=str(tmp_path / "study/train/rl_{variant}/log.jsonl"),
+                       base_train_logs=str(log).replace("rl_grca", "rl_{variant}"))  # fmt: skip
+    assert train_log(cfg, "grca") == log  # the study has no seed-0 log: the base one
+    assert train_log(dataclasses.replace(cfg, base_train_logs=""), "grca") != log
+    # without the base folders, seed 0 has no run: the study's seed alone is not GRCA
+    _run_report(tmp_path, smoke_data, pred, met, seed_systems=seeds, systems=["grca"])
+    t3 = (tmp_path / "tables/table3.md").read_text()
+    row = next(ln for ln in t3.splitlines() if ln.startswith("| GRCA |"))
+    assert "(2 seeds)" not in row

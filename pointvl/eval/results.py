@@ -101,8 +101,12 @@ class Results:
         n_boot: int = 1000,
         seed: int = 0,
         profile: str | None = None,
+        base: tuple[str | Path, str | Path] | None = None,
     ):
         self.mdir, self.pdir = Path(metrics_dir), Path(predictions_dir)
+        # (metrics_dir, predictions_dir) read for a system these folders lack: the RL study
+        # writes its runs apart and reads seed 0 of every arm from the default pipeline's
+        self.base = (Path(base[0]), Path(base[1])) if base else None
         self.profile = profile
         self.seed_systems = {k: list(v) for k, v in (seed_systems or {}).items()}
         self.n_boot, self.seed = n_boot, seed
@@ -115,11 +119,21 @@ class Results:
         self._per: dict = {}
 
     # ---------------------------------------------------------------- runs
+    def _find(self, folder: Path, which: int, name: str) -> Path:
+        path = folder / name
+        if not path.is_file() and self.base is not None:
+            return self.base[which] / name
+        return path
+
+    def metrics_path(self, system: str) -> Path:
+        """``<metrics_dir>/<system>.json``, else the ``base`` folder's."""
+        return self._find(self.mdir, 0, f"{system}.json")
+
     def result(self, system: str) -> dict | None:
         """The system's metrics JSON, read once; one written by another profile than
         ``profile`` (its ``_meta.profile``) is a ``DataError``: a report never mixes profiles."""
         if system not in self._results:
-            path = self.mdir / f"{system}.json"
+            path = self.metrics_path(system)
             data = load_json(path)
             check_profile(path, data, self.profile)
             self._results[system] = data
@@ -143,7 +157,7 @@ class Results:
     def per_sample(self, system: str) -> dict | None:
         """{metric: (N,)} recomputed from the saved predictions (None without them)."""
         if system not in self._per:
-            path = self.pdir / f"{system}.jsonl"
+            path = self._find(self.pdir, 1, f"{system}.jsonl")
             if self._targets is None or not path.is_file():
                 self._per[system] = None
             else:
@@ -351,6 +365,13 @@ class ReportConfig:
     predictions_dir: str = "results/predictions"
     train_logs: str = "results/train/rl_{variant}/log.jsonl"
     """RL logs ({variant} = the system name), for the validation curves and parse failures."""
+    base_metrics_dir: str = ""
+    """The RL study: a system (or ``trivial.json``) missing from ``metrics_dir`` is read from
+    here, the default pipeline's folder (seed 0 of every arm); "" for none."""
+    base_predictions_dir: str = ""
+    """Likewise for ``predictions_dir``."""
+    base_train_logs: str = ""
+    """Likewise for ``train_logs``."""
     tables_dir: str = "results/tables"
     figures_dir: str = "results/figures"
     n_boot: int = 1000

@@ -41,13 +41,21 @@ def _triple(results: Results, system: str, metric: str):
     return (r["mean"], r["lo"], r["hi"])
 
 
+def train_log(cfg: ReportConfig, system: str) -> Path:
+    """The system's RL log, from ``train_logs`` or else ``base_train_logs``."""
+    path = Path(cfg.train_logs.format(variant=system))
+    if not path.is_file() and cfg.base_train_logs:
+        return Path(cfg.base_train_logs.format(variant=system))
+    return path
+
+
 def rl_logs(cfg: ReportConfig, results: Results) -> dict[str, list[Path]]:
     """Each RL system's training logs (all seeds)."""
     out = {}
     for s in cfg.systems:
         if s == "sft":
             continue
-        logs = [Path(cfg.train_logs.format(variant=x)) for x in results.seeds(s)]
+        logs = [train_log(cfg, x) for x in results.seeds(s)]
         logs = [p for p in logs if p.is_file()]
         if logs:
             out[s] = logs
@@ -136,8 +144,9 @@ def run(cfg: ReportConfig, profile: str, reported: dict) -> dict:
     results = Results(
         cfg.metrics_dir, cfg.predictions_dir, cfg.seed_systems,
         cfg.data_dir.format(profile=profile), cfg.n_boot, cfg.seed, profile,
+        base=(cfg.base_metrics_dir, cfg.base_predictions_dir) if cfg.base_metrics_dir else None,
     )  # fmt: skip
-    trivial = load_json(Path(cfg.metrics_dir) / "trivial.json") or {}
+    trivial = load_json(results.metrics_path("trivial")) or {}
     tables, figures = Path(cfg.tables_dir), Path(cfg.figures_dir)
     figures.mkdir(parents=True, exist_ok=True)
     ran = sorted(s for s in cfg.systems if results.result(s))
