@@ -108,7 +108,7 @@ def test_stand_in_downloads_are_read_by_the_paper_code_path(tmp_path):
 
 @pytest.mark.slow
 def test_a_small_rehearsal_runs_end_to_end_through_dvc(tmp_path):
-    """`dvc repro` of studies/paper_sim in a copy of the repository, scaled down further (8 train
+    """`dvc repro` of studies/paper_sim in a copy of the repository, scaled down further (18 train
     / 2 test objects, one RL step, the grca arm and its evaluation): the paper code path
     through accelerate (2 processes, ZeRO-3), in minutes."""
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
@@ -120,7 +120,9 @@ def test_a_small_rehearsal_runs_end_to_end_through_dvc(tmp_path):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dst / rel)
     raw = (dst / "params.yaml").read_text()
-    raw = raw.replace("      train_count: 20       # sim", "      train_count: 8")
+    # 18 objects: 17 train prompts after the val carve, >= the 16 of one optimizer step
+    # (4 prompts x 2 processes x 2 accumulation); fewer would train 0 steps
+    raw = raw.replace("      train_count: 20       # sim", "      train_count: 18")
     raw = raw.replace("      test_count: 6         # sim", "      test_count: 2")
     raw = raw.replace("      max_steps: 2          # sim\n      learning_rate: 0.000001",
                       "      max_steps: 1\n      learning_rate: 0.000001")  # fmt: skip

@@ -22,7 +22,11 @@ def _paths(entries) -> list[str]:
 
 
 def _resolve(path: str, profile: str = "tiny") -> str:
-    return path.replace("${profile}", profile)
+    from pointvl.config import results_root
+
+    return path.replace("${profile}", profile).replace(
+        "${active.results_root}", results_root(profile)
+    )
 
 
 def test_every_stage_runs_the_package_cli_on_the_study_params():
@@ -67,12 +71,16 @@ def test_default_repro_runs_no_study_stage_and_the_study_builds_apart(
     # the stages' `python` is this interpreter (also when the venv is not activated)
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     dry = _dvc(repo_copy, "repro", "--dry", "--force")
-    assert "Running stage 'build_dataset'" in dry and "studies/view" not in dry
+    # no study stage (view, rl, paper_sim) is upstream of a default stage
+    assert "Running stage 'build_dataset'" in dry and "studies/" not in dry
     _dvc(repo_copy, "repro", "studies/view/dvc.yaml:eval_trivial")
     manifest = json.loads((repo_copy / "data/smoke_view/manifest.json").read_text())
     assert manifest["config"]["task"] == "view" and manifest["profile"] == "smoke"
     assert not (repo_copy / "data/smoke").exists()  # the full task's data untouched
-    probes = json.loads((repo_copy / "results/view/metrics/eval/trivial_probes.json").read_text())
+    # smoke's results live under results/smoke/ (pointvl.config.results_root)
+    probes = json.loads(
+        (repo_copy / "results/smoke/view/metrics/eval/trivial_probes.json").read_text()
+    )
     assert probes["_meta"]["task"] == "view" and 0 < probes["kpts3d_occluded"]["mean"] < 1
     status = _dvc(repo_copy, "status", "studies/view/dvc.yaml:eval_trivial")
     assert "up to date" in status
