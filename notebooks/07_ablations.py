@@ -65,9 +65,14 @@ params = study if (ROOT / study_tables / "table3.md").is_file() else DEFAULT_PAR
 cfg = load_section(params, "report", ReportConfig, profile)
 cfg = dataclasses.replace(cfg, **{k: str(ROOT / getattr(cfg, k).replace("{profile}", profile))
                                   for k in ("data_dir", "metrics_dir", "predictions_dir",
-                                            "train_logs", "tables_dir", "figures_dir")})  # fmt: skip
+                                            "train_logs", "tables_dir", "figures_dir",
+                                            "base_metrics_dir", "base_predictions_dir",
+                                            "base_train_logs")
+                                  if getattr(cfg, k)})  # fmt: skip
+# the study writes under results/study/ and reads seed 0 of every arm from the default run
+base = (cfg.base_metrics_dir, cfg.base_predictions_dir) if cfg.base_metrics_dir else None
 results = Results(cfg.metrics_dir, cfg.predictions_dir, cfg.seed_systems, cfg.data_dir,
-                  n_boot=200 if fast else cfg.n_boot, profile=profile)  # fmt: skip
+                  n_boot=200 if fast else cfg.n_boot, profile=profile, base=base)  # fmt: skip
 print("report of:", Path(params).relative_to(ROOT))
 print({s: len(results.seeds(s)) for s in cfg.systems}, "seeds per system")
 
