@@ -234,7 +234,7 @@ last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], last=
 #
 # The `rl` stage logs the same names for every variant. When `dvc repro rl` has run, its
 # logs are plotted here (one line per variant, moving average over 5 logged steps); the
-# report stage draws the same curves into `results/figures/rl_reward_curves.png`.
+# report stage draws the validation curves into `results/figures/rl_validation_curves.png`.
 
 # %%
 variants = ("grpo", "grca", "grca_rpc")
