@@ -69,6 +69,8 @@ cfg = dataclasses.replace(cfg, **{k: str(ROOT / getattr(cfg, k).replace("{profil
                                             "base_metrics_dir", "base_predictions_dir",
                                             "base_train_logs")
                                   if getattr(cfg, k)})  # fmt: skip
+
+# %%
 # the study writes under results/study/ and reads seed 0 of every arm from the default run
 base = (cfg.base_metrics_dir, cfg.base_predictions_dir) if cfg.base_metrics_dir else None
 results = Results(cfg.metrics_dir, cfg.predictions_dir, cfg.seed_systems, cfg.data_dir,
