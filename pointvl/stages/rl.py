@@ -28,14 +28,15 @@ starts from the same SFT checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
-from pointvl.config import SchemaConfig
+from pointvl.config import ConfigError, SchemaConfig
 from pointvl.io import atomic_write_json, read_jsonl
 from pointvl.stages._cli import Context, Flag, Stage
 from pointvl.train.config import RLConfig
-from pointvl.train.launch import LaunchConfig, check_launch
+from pointvl.train.launch import LaunchConfig, check_launch, processes_launched
 from pointvl.train.logs import MetricsLogger
 from pointvl.train.sft import last_complete_checkpoint, save_final
 
@@ -65,7 +66,9 @@ def _summary(records: list[dict], frac: float = 0.2) -> dict:
         fit = slope_ci([p[0] for p in pts], [p[1] for p in pts])
         for name in ("slope", "lo", "hi"):
             out[f"{key}/slope_per_100/{name}"] = 100 * fit[name]
-    return out
+    # JSON has no NaN: a value that cannot be computed (one validation point, no parsed
+    # completion) is null
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 
 def run_suffix(lam: float | None = None, seed: int | None = None, keypoints: str = "kpa") -> str:
@@ -87,8 +90,8 @@ def run(
 ) -> dict:
     """One RL arm (``cfg`` resolved: paths filled, ``max_completion_length`` an integer),
     from the SFT weights in float32 (``pointvl.train.rl.load_sft_policy``)."""
-    from pointvl.stages.sft import load_samples
     from pointvl.train.rl import load_sft_policy
+    from pointvl.train.sft import load_samples
 
     cfg.check_inputs(profile)
     out_dir = Path(cfg.out_dir)
@@ -115,6 +118,8 @@ def run(
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - t0
+    if trainer.state.global_step == 0:  # never a finished run (check_prompts should catch it)
+        raise RuntimeError(f"rl {cfg.variant}: the trainer took 0 optimizer steps; no output")
     save_final(trainer, processor, out_dir / "final")
     metrics = {
         "profile": profile,
@@ -179,6 +184,31 @@ def _sft_budget_trainer(cfg: RLConfig, model, processor, dataset, out_dir):
     return build_sft_trainer(model, processor, SFTSamples(dataset, processor), args)
 
 
+def check_prompts(cfg: RLConfig, train_prompts: int, processes: int) -> None:
+    """Refuse a run that cannot take one optimizer step: each takes ``prompts_per_step x
+    grad_accum x processes`` distinct train prompts (TRL's sampler yields no batch from
+    fewer, and the trainer stopped at step 0 with exit 0). ``sft_budget`` batches sequences,
+    not prompt groups, and is not limited."""
+    need = cfg.prompts_per_step * cfg.grad_accum * processes
+    if cfg.variant == "sft_budget" or train_prompts >= need:
+        return
+    limit = f" (rl.max_train_prompts={cfg.max_train_prompts})" if cfg.max_train_prompts else ""
+    raise ConfigError(
+        f"rl.prompts_per_step={cfg.prompts_per_step} x rl.grad_accum={cfg.grad_accum} x "
+        f"{processes} process(es) = {need} prompts per optimizer step, but {cfg.data_dir} gives "
+        f"{train_prompts} train prompt(s){limit}: lower prompts_per_step / grad_accum or use "
+        "more prompts"
+    )
+
+
+def _train_prompts(cfg: RLConfig) -> int:
+    """Train prompts the run draws from: the train split, cut to ``max_train_prompts``."""
+    from pointvl.data.dataset import PointVLDataset
+
+    n = len(PointVLDataset(cfg.data_dir, "train", qa_mode=cfg.qa_mode))
+    return min(n, cfg.max_train_prompts) if cfg.max_train_prompts > 0 else n
+
+
 def _prepare(ctx: Context) -> None:
     """Before any weight is read: the run's folders (``{variant}`` + suffix), its inputs, the
     launch against this machine, and the generation budget against the longest valid target
@@ -201,6 +231,7 @@ def _prepare(ctx: Context) -> None:
     cfg = cfg.resolved(ctx.profile)
     cfg.check_inputs(ctx.profile)
     check_launch(ctx.launch, cfg.bf16, "rl")
+    check_prompts(cfg, _train_prompts(cfg), processes_launched())
     tok = AutoTokenizer.from_pretrained(cfg.sft_checkpoint)
     budget = resolve_budget(
         "rl.max_completion_length",
