@@ -222,10 +222,10 @@ CONFIG_CASES = [
     ("notebook", _smoke("notebooks", fast="no"), ["--name", "00_overview"], 'fast: "no"'),
     ("notebook", None, ["--name", "99_nope"], "unknown notebook"),
     # stages the lead converts next (their own main for now): what happens today
-    ("rl", _smoke("rl", temperature=0.0), [], "temperature 0 (not yet a Stage)"),
-    ("rl", None, ["--max-steps", "-7"], "--max-steps -7 (not yet a Stage)"),
-    ("evaluate", _smoke("evaluate", batch_size="x"), ["--system", "sft"], "batch size as text (not yet a Stage)"),
-    ("report", _smoke("report", n_boot=float("nan")), [], "n_boot NaN (not yet a Stage)"),
+    ("rl", _smoke("rl", temperature=0.0), [], "temperature 0"),
+    ("rl", None, ["--max-steps", "-7"], "--max-steps -7"),
+    ("evaluate", _smoke("evaluate", batch_size="x"), ["--system", "sft"], "batch size as text"),
+    ("report", _smoke("report", n_boot=float("nan")), [], "n_boot NaN"),
 ]  # fmt: skip
 
 

@@ -12,16 +12,16 @@ Writes ``<out_dir>/advantages.html`` (offline Plotly, the shared plotly.js of ``
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 
-from pointvl.config import CreditDemoConfig, SchemaConfig, load_section
+from pointvl.config import CreditDemoConfig, SchemaConfig
 from pointvl.credit import CreditConfig
 from pointvl.demo import CASES, demo_group
 from pointvl.io import atomic_dir, atomic_write_json
 from pointvl.schema import GEOMETRIC_FIELDS
+from pointvl.stages._cli import Stage
 from pointvl.step import compare_to_broadcast, diagnostics
 from pointvl.viz.advantages import advantage_figure, advantage_png
 from pointvl.viz.page import write_figure
@@ -89,20 +89,14 @@ def _metrics(step) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None, help="smoke | tiny | paper (default: params)")
-    args = ap.parse_args(argv)
-    cfg = load_section(args.params, "credit_demo", CreditDemoConfig, args.profile)
-    schema = load_section(args.params, "schema", SchemaConfig, args.profile)
-    metrics = run(cfg, schema)
-    print(
-        json.dumps(
-            {k: metrics[k] for k in sorted(metrics) if "/" not in k or "frac" in k}, indent=1
-        )
-    )
-
+STAGE = Stage(
+    "credit_demo",
+    __doc__,
+    sections={"credit_demo": CreditDemoConfig, "schema": SchemaConfig},
+    run=lambda ctx: run(ctx.credit_demo, ctx.schema),
+    show=lambda m: {k: m[k] for k in sorted(m) if "/" not in k or "frac" in k},
+)
+main = STAGE.main
 
 if __name__ == "__main__":
     main()

@@ -11,13 +11,12 @@ learning curve), ``variance.json`` (Sec. 3.6 terms per field) and ``credit_lab.p
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 
-from pointvl.config import load_section
 from pointvl.io import atomic_dir
+from pointvl.stages._cli import Flag, Stage
 from pointvl.train.lab import LabConfig, run_lab, summarize
 from pointvl.viz.credit_lab import lab_figure
 
@@ -36,16 +35,15 @@ def run(cfg: LabConfig, progress: bool = True) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None, help="smoke | tiny | paper (default: params)")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    cfg = load_section(args.params, "credit_lab", LabConfig, args.profile)
-    summary = run(cfg, progress=not args.no_progress)
-    print(json.dumps(summary["arms"], indent=1))
-
+STAGE = Stage(
+    "credit_lab",
+    __doc__,
+    sections={"credit_lab": LabConfig},
+    flags=[Flag("--no-progress", action="store_true", help="no progress bars")],
+    run=lambda ctx: run(ctx.credit_lab, progress=not ctx.args.no_progress),
+    show=lambda summary: summary["arms"],
+)
+main = STAGE.main
 
 if __name__ == "__main__":
     main()

@@ -9,13 +9,14 @@ predictors and probes of ``eval_trivial``, and writes ``<tables_dir>/table3_view
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
-from pointvl.config import ConfigError, load_section
+from pointvl.config import ConfigError
 from pointvl.eval.view_table import view_table
+from pointvl.stages._cli import Stage
 
 
 @dataclasses.dataclass
@@ -45,19 +46,30 @@ class TableViewConfig:
             raise ConfigError(f"table_view.seeds={self.seeds}: expected distinct seeds")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="studies/view/params.yaml")
-    ap.add_argument("--profile", default=None)
-    args = ap.parse_args(argv)
-    cfg = load_section(args.params, "table_view", TableViewConfig, args.profile)
+def run(cfg: TableViewConfig) -> dict:
+    """Table 3 (view) from the study's evaluations (the probes summarised when present)."""
     probes = Path(cfg.probes)
-    out = view_table(
+    return view_table(
         cfg.metrics_dir, cfg.tables_dir, cfg.arms, cfg.seeds,
         json.loads(probes.read_text()) if probes.is_file() else None,
     )  # fmt: skip
-    print(json.dumps({"seeds_run": out["seeds_run"], "paths": out["paths"]}, indent=1))
-    return out
+
+
+STAGE = Stage(
+    "table_view",
+    __doc__,
+    sections={"table_view": TableViewConfig},
+    run=lambda ctx: run(ctx.table_view),
+    show=lambda out: {"seeds_run": out["seeds_run"], "paths": out["paths"]},
+)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``--params`` defaults to the study's params (the section lives only there)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not any(a == "--params" or a.startswith("--params=") for a in args):
+        args = ["--params", "studies/view/params.yaml", *args]
+    return STAGE.main(args)
 
 
 if __name__ == "__main__":
