@@ -78,15 +78,12 @@ class Sandbox:
         block = raw["overrides"].setdefault(profile, {})
         for section, values in (overrides or {}).items():
             block[section] = {**(block.get(section) or {}), **values}
-        if "active" in raw:  # what dvc.yaml reads, checked against `profile` under DVC
-            from pointvl.config import results_root
-
-            launch = {**(raw.get("launch") or {}), **(block.get("launch") or {})}
-            raw["active"] = {"results_root": results_root(profile),
-                             "accelerate_config": launch.get("accelerate_config",
-                                                             ACCELERATE_CONFIG)}  # fmt: skip
         params = root / "params.yaml"
         params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        if "active" in raw:  # what dvc.yaml reads: set for `profile` as `make profile` does
+            from pointvl.profile import switch
+
+            switch(params, profile)
         return cls(root, params, profile)
 
     def stage(self, name: str, *args: str) -> list[str]:
