@@ -14,8 +14,11 @@ results untouched. A run of another profile than the checkout's writes under
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import hashlib
 import os
+import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -131,3 +134,79 @@ def run_notebook(
         html_path = atomic_write_text(out_dir / f"{name}.html", html) if html else None
     return {"ipynb": str(ipynb_path), "html": str(html_path) if html_path else None,
             "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- code deps
+_LAUNCHED = re.compile(r"""sandbox\.(?:stage|accelerate)\(\s*["'](\w+)["']""")
+
+
+def _module_file(name: str) -> Path | None:
+    """``pointvl.a.b`` -> its source file in this checkout (package: ``__init__.py``)."""
+    path = ROOT / Path(*name.split("."))
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def _pointvl_imports(source: str) -> set[str]:
+    """Every ``pointvl...`` module an ``import`` anywhere in ``source`` names (also inside
+    functions: a lazy import runs when its function does), with each parent package and
+    each ``from m import x`` also tried as ``m.x`` (a submodule)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    out = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "pointvl":
+            out |= {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return out
+
+
+def code_closure(name: str) -> list[str]:
+    """The pointvl source files notebook ``name`` can run, relative to the checkout: the
+    static import closure of the notebook, of the stage that executes it
+    (``pointvl.stages.notebook``) and of every stage it launches in a sandbox
+    (``sandbox.stage("x")`` / ``sandbox.accelerate("x")``). An over-approximation: a module
+    imported only inside a function the notebook never calls still counts."""
+    src = (NOTEBOOK_DIR / f"{name}.py").read_text()
+    todo = [ROOT / "pointvl/stages/notebook.py"]
+    todo += [ROOT / f"pointvl/stages/{stage}.py" for stage in _LAUNCHED.findall(src)]
+    seen: set[Path] = set(todo)
+    sources = [src]
+    while sources or todo:
+        text = sources.pop() if sources else todo.pop().read_text()
+        for module in sorted(_pointvl_imports(text)):
+            path = _module_file(module)
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.append(path)
+    return sorted(p.relative_to(ROOT).as_posix() for p in seen)
+
+
+def code_fingerprint(name: str) -> str:
+    """One line per file of ``code_closure(name)``: ``<sha256>  <path>`` (sha256sum's format).
+    The notebook stage depends on this text, not on the whole package: DVC reruns a notebook
+    only when a module it can run changes."""
+    lines = []
+    for rel in code_closure(name):
+        digest = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()
+        lines.append(f"{digest}  {rel}")
+    return "\n".join(lines) + "\n"
+
+
+def write_fingerprints(out_dir: str | os.PathLike) -> dict[str, int]:
+    """``<out_dir>/<name>.txt`` for every paper notebook (written atomically, one by one;
+    unchanged files keep their bytes); -> {name: number of files in its closure}."""
+    out = Path(out_dir)
+    counts = {}
+    for name in notebook_names():
+        text = code_fingerprint(name)
+        path = out / f"{name}.txt"
+        if not path.is_file() or path.read_text() != text:
+            atomic_write_text(path, text)
+        counts[name] = text.count("\n")
+    return counts

@@ -175,7 +175,7 @@ def write_assets(profile: str, model_cfg, build_cfg, quant_bins: int, per_catego
 # ----------------------------------------------------------------------------- the pipeline
 PIPELINE = Path(__file__).resolve().parent.parent / "studies/paper_sim/dvc.yaml"
 PIPELINE_STAGES = ("build_dataset", "train_tokenizer", "eval_trivial", "sft", "rl", "evaluate",
-                   "zeroshot", "figures", "report", "notebooks")  # fmt: skip
+                   "zeroshot", "figures", "report", "notebook_code", "notebooks")  # fmt: skip
 """The stages of ../dvc.yaml the rehearsal runs (not: credit_demo, credit_lab, baseline)."""
 ASSETS = ("data/${profile}_shapenet", "models/${profile}/backbone",
           "models/${profile}/point_bert.pth")  # fmt: skip
