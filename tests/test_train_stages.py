@@ -243,7 +243,8 @@ def test_rl_with_fewer_train_prompts_than_one_optimizer_step_is_refused(built):
 # Modules every stage shares that parse params and write files; the values they read are
 # tracked as params, so they are not listed as code deps (a change to them reruns nothing).
 SHARED_INFRA = {"pointvl/config.py", "pointvl/io.py", "pointvl/stages/_cli.py"}
-PIPELINES = ["dvc.yaml", "studies/rl/dvc.yaml", "studies/view/dvc.yaml", "studies/paper_sim/dvc.yaml"]
+PIPELINES = ["dvc.yaml", "studies/rl/dvc.yaml", "studies/view/dvc.yaml",
+             "studies/paper_sim/dvc.yaml", "studies/sft_seeds/dvc.yaml"]  # fmt: skip
 _IMPORTS = """
 import atexit, json, runpy, sys
 out, mod = sys.argv[1], sys.argv[2]

@@ -1,0 +1,63 @@
+"""DVC stage ``seed_spread`` (studies/sft_seeds): the spread of test metrics over SFT seeds
+beside the spread over RL seeds of the RL arms (``pointvl.seed_spread``).
+
+    python -m pointvl.stages.seed_spread --params studies/sft_seeds/params.yaml
+
+Writes ``<out_dir>/seed_spread.json`` and ``seed_spread.md``. Every RL arm starts from the
+SFT checkpoint of seed 0, so the RL study's intervals are conditional on that one SFT draw;
+this table shows how large the SFT draw's own spread is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from pointvl.config import ConfigError
+from pointvl.io import atomic_write_text
+from pointvl.seed_spread import seed_spread, spread_markdown
+from pointvl.stages._cli import Stage
+
+
+@dataclasses.dataclass
+class SeedSpreadConfig:
+    """Section ``seed_spread`` of studies/sft_seeds/params.yaml."""
+
+    groups: dict = dataclasses.field(default_factory=dict)
+    """Group name -> evaluation JSONs of its seeds (``{profile}`` filled in)."""
+    metrics: list = dataclasses.field(default_factory=lambda: ["iou3d", "kpa3d", "pck3d"])
+    """Metrics of the evaluation JSONs to summarise."""
+    out_dir: str = "results/sft_seeds"
+    """Where ``seed_spread.{json,md}`` go."""
+
+    def validate(self) -> None:
+        short = {g: len(f) for g, f in self.groups.items() if not isinstance(f, list) or len(f) < 2}
+        if not self.groups or short:
+            raise ConfigError(
+                f"seed_spread.groups: expected each group to list >= 2 evaluation files; {short}"
+            )
+
+
+def run(cfg: SeedSpreadConfig, profile: str) -> dict:
+    groups = {g: [f.format(profile=profile) for f in files] for g, files in cfg.groups.items()}
+    spread = seed_spread(groups, cfg.metrics)
+    out = Path(cfg.out_dir)
+    atomic_write_text(out / "seed_spread.json", json.dumps({"groups": groups, "spread": spread},
+                                                           indent=1, sort_keys=True) + "\n")  # fmt: skip
+    title = "Test metrics over seeds (ours): mean ± SD [min, max]"
+    atomic_write_text(out / "seed_spread.md", spread_markdown(spread, title))
+    return spread
+
+
+STAGE = Stage(
+    "seed_spread",
+    __doc__,
+    sections={"seed_spread": SeedSpreadConfig},
+    run=lambda ctx: run(ctx.seed_spread, ctx.profile),
+    show=lambda s: {g: {m: round(v["sd"], 4) for m, v in row.items()} for g, row in s.items()},
+)
+main = STAGE.main
+
+if __name__ == "__main__":
+    main()
