@@ -254,7 +254,7 @@ def dump():
         json.dump(sorted(x for x in files if x and "/pointvl/" in x), f)
 atexit.register(dump)
 sys.argv = [mod, *sys.argv[3:]]
-runpy.run_module(mod, run_name="__main__")
+runpy.run_module(mod, run_name="__main__", alter_sys=True)
 """
 
 
@@ -285,14 +285,22 @@ def _stage_deps(pipeline: str, module: str) -> list[list[str]]:
 
 @pytest.mark.parametrize(
     "module,args",
-    [("pointvl.stages.rl", ("--variant", "grca_rpc")), ("pointvl.stages.sft", ())],
-    ids=["rl", "sft"],
+    [
+        ("pointvl.stages.rl", ("--variant", "grca_rpc")),
+        ("pointvl.stages.sft", ()),
+        ("pointvl.stages.evaluate", ("--system", "sft", "--checkpoint", "{tmp}/sft/final")),
+    ],
+    ids=["rl", "sft", "evaluate"],
 )
-def test_every_module_a_training_stage_imports_is_one_of_its_deps(built, module, args):
+def test_every_module_a_stage_imports_is_one_of_its_deps(built, module, args):
     """DVC reruns a stage only when a listed dep changes: a module the run imports but the
-    stage does not list (the rl stage once missed pointvl/data/dataset.py) lets results go
-    stale silently. Checked for every pipeline that runs the stage."""
-    tmp, params = built
+    stage does not list (the rl stage once missed pointvl/data/dataset.py, evaluate the
+    model code) lets results go stale silently. Checked for every pipeline running it."""
+    tmp, _ = built
+    params = write_params(tmp, evaluate={"limit": 4, "data_dir": str(tmp / "data"),
+                                         "predictions_dir": str(tmp / "ev/p"),
+                                         "metrics_dir": str(tmp / "ev/m")})  # fmt: skip
+    args = [a.format(tmp=tmp) for a in args]
     imported = _imported(tmp, module, "--params", str(params), *args)
     missing = {}
     for pipeline in PIPELINES:
