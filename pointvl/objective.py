@@ -75,6 +75,41 @@ def routed_surrogate_loss(
     clip binds), ``loss/clipfrac/<field>`` and ``loss/clipfrac/background`` when ``field_ids``
     (B, T) is given (NaN when no token of that kind is in the batch), ``kl`` when β > 0.
     """
+    _check_inputs(per_token_logps, old_per_token_logps, advantages, completion_mask,
+                  loss_type, beta, ref_per_token_logps, field_ids)  # fmt: skip
+    B, T = per_token_logps.shape
+    epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)  # (B, 1): broadcast GRPO
+    mask = completion_mask.to(per_token_logps.dtype)  # (B, T)
+
+    # ρ_{i,t}
+    coef_1 = token_ratio(per_token_logps, old_per_token_logps)  # (B, T)
+    # clip(ρ, 1 − ε_low, 1 + ε_high)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)  # (B, T)
+    # −min(ρ A, clip(ρ) A)
+    per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)  # (B, T)
+    per_token_kl = None
+    if beta != 0.0:
+        delta = ref_per_token_logps - per_token_logps  # (B, T)
+        # k3 = exp(ref − logp) − (ref − logp) − 1
+        per_token_kl = torch.exp(delta) - delta - 1  # (B, T)
+        per_token_loss = per_token_loss + beta * per_token_kl  # (B, T)
+
+    loss = _aggregate(per_token_loss, mask, loss_type, num_items_in_batch, max_completion_length)
+    with torch.no_grad():
+        diagnostics = _clip_diagnostics(
+            coef_1, advantages.expand(B, T), mask, epsilon_low, epsilon_high, field_ids
+        )
+        if per_token_kl is not None:
+            diagnostics["kl"] = _masked_mean(per_token_kl, mask)
+    return loss, diagnostics
+
+
+def _check_inputs(per_token_logps, old_per_token_logps, advantages, completion_mask,
+                  loss_type, beta, ref_per_token_logps, field_ids) -> None:  # fmt: skip
+    """The shapes and options of ``routed_surrogate_loss`` (its docstring), or a ValueError
+    naming the argument and the expected shape."""
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; accepted: {LOSS_TYPES}")
     if per_token_logps.dim() != 2:
@@ -99,52 +134,35 @@ def routed_surrogate_loss(
             raise ValueError(
                 f"ref_per_token_logps must be (B, T)=({B}, {T}), got {tuple(ref_per_token_logps.shape)}"
             )
-    epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
 
-    if advantages.dim() == 1:
-        advantages = advantages.unsqueeze(1)  # (B, 1): broadcast GRPO
-    mask = completion_mask.to(per_token_logps.dtype)  # (B, T)
 
-    # ρ_{i,t}
-    coef_1 = token_ratio(per_token_logps, old_per_token_logps)  # (B, T)
-    # clip(ρ, 1 − ε_low, 1 + ε_high)
-    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)  # (B, T)
-    # −min(ρ A, clip(ρ) A)
-    per_token_loss = -torch.min(coef_1 * advantages, coef_2 * advantages)  # (B, T)
-
-    if beta != 0.0:
-        delta = ref_per_token_logps - per_token_logps  # (B, T)
-        # k3 = exp(ref − logp) − (ref − logp) − 1
-        per_token_kl = torch.exp(delta) - delta - 1  # (B, T)
-        per_token_loss = per_token_loss + beta * per_token_kl  # (B, T)
-
+def _aggregate(per_token_loss, mask, loss_type, num_items_in_batch, max_completion_length):
+    """The masked per-token loss (B, T) -> a scalar, as ``loss_type`` says (TRL 1.16)."""
+    B, T = per_token_loss.shape
     if loss_type == "grpo":
         # (1/B) Σ_i (1/|y_i|) Σ_t loss_{i,t}
-        loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    elif loss_type == "bnpo":
+        return ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if loss_type == "bnpo":
         # Σ_{i,t} loss_{i,t} / Σ_i |y_i|
-        loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
-    elif loss_type == "dapo":
+        return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+    if loss_type == "dapo":
         n_items = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
         # Σ_{i,t} loss_{i,t} / (tokens in the generation batch)
-        loss = (per_token_loss * mask).sum() / n_items.to(mask.dtype).clamp(min=1.0)
-    else:  # dr_grpo
-        L = T if max_completion_length is None else int(max_completion_length)
-        # Σ_{i,t} loss_{i,t} / (B · L_max)
-        loss = (per_token_loss * mask).sum() / (B * L)
+        return (per_token_loss * mask).sum() / n_items.to(mask.dtype).clamp(min=1.0)
+    L = T if max_completion_length is None else int(max_completion_length)  # dr_grpo
+    # Σ_{i,t} loss_{i,t} / (B · L_max)
+    return (per_token_loss * mask).sum() / (B * L)
 
-    with torch.no_grad():
-        adv_full = advantages.expand(B, T)  # (B, T)
-        is_low = (coef_1 < 1 - epsilon_low) & (adv_full < 0)  # (B, T)
-        is_high = (coef_1 > 1 + epsilon_high) & (adv_full > 0)  # (B, T)
-        clipped = (is_low | is_high).to(mask.dtype)  # (B, T)
-        diagnostics = {"loss/clipfrac": _masked_mean(clipped, mask)}
-        if field_ids is not None:
-            diagnostics["loss/clipfrac/background"] = _masked_mean(clipped, mask * (field_ids == 0))
-            for k, name in enumerate(GEOMETRIC_FIELDS):
-                diagnostics[f"loss/clipfrac/{name}"] = _masked_mean(
-                    clipped, mask * (field_ids == k + 1)
-                )
-        if beta != 0.0:
-            diagnostics["kl"] = _masked_mean(per_token_kl, mask)
-    return loss, diagnostics
+
+def _clip_diagnostics(coef_1, adv_full, mask, epsilon_low, epsilon_high, field_ids) -> dict:
+    """Share of tokens clipped on the binding side (TRL's ``clip_ratio/region_mean``),
+    overall and per field / background when ``field_ids`` (B, T) is given."""
+    is_low = (coef_1 < 1 - epsilon_low) & (adv_full < 0)  # (B, T)
+    is_high = (coef_1 > 1 + epsilon_high) & (adv_full > 0)  # (B, T)
+    clipped = (is_low | is_high).to(mask.dtype)  # (B, T)
+    out = {"loss/clipfrac": _masked_mean(clipped, mask)}
+    if field_ids is not None:
+        out["loss/clipfrac/background"] = _masked_mean(clipped, mask * (field_ids == 0))
+        for k, name in enumerate(GEOMETRIC_FIELDS):
+            out[f"loss/clipfrac/{name}"] = _masked_mean(clipped, mask * (field_ids == k + 1))
+    return out
