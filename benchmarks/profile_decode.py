@@ -55,8 +55,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from pointvl.data.dataset import PointVLDataset
     from pointvl.eval.generate import decode, load_checkpoint
-    from pointvl.train.rl import rollout_sampling
     from pointvl.train.config import RLConfig
+    from pointvl.train.rl import rollout_sampling
 
     params = load_params(ROOT / "params.yaml", "tiny")
     rl = RLConfig(**{k: v for k, v in params["rl"].items() if k in RLConfig.__dataclass_fields__})

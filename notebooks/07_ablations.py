@@ -49,7 +49,7 @@ import yaml
 from IPython.display import Image, Markdown
 
 from pointvl.config import DEFAULT_PARAMS, load_section
-from pointvl.eval.results import GEOMETRY, LABELS, STRICT, Claim, ReportConfig, Results
+from pointvl.eval.results import GEOMETRY, LABELS, STRICT, Claim, ReportConfig
 from pointvl.eval.stats import verdict
 from pointvl.viz.notebook import notebook_setup
 from pointvl.viz.tables import lambda_sweep_figure, paper_vs_ours_html
@@ -72,9 +72,7 @@ cfg = dataclasses.replace(cfg, **{k: str(ROOT / getattr(cfg, k).replace("{profil
 
 # %%
 # the study writes under results/study/ and reads seed 0 of every arm from the default run
-base = (cfg.base_metrics_dir, cfg.base_predictions_dir) if cfg.base_metrics_dir else None
-results = Results(cfg.metrics_dir, cfg.predictions_dir, cfg.seed_systems, cfg.data_dir,
-                  n_boot=200 if fast else cfg.n_boot, profile=profile, base=base)  # fmt: skip
+results = cfg.results(profile, n_boot=200 if fast else cfg.n_boot)
 print("report of:", Path(params).relative_to(ROOT))
 print({s: len(results.seeds(s)) for s in cfg.systems}, "seeds per system")
 

@@ -150,7 +150,7 @@ def test_profile_cli_check_and_switch(tmp_path):
 # ----------------------------------------------------------------------------- report
 def test_report_refuses_metrics_of_another_profile(tmp_path):
     from pointvl.eval.results import ReportConfig, Results
-    from pointvl.stages import report
+    from pointvl.eval.tables import write_report
 
     mdir = tmp_path / "metrics"
     mdir.mkdir()
@@ -164,7 +164,7 @@ def test_report_refuses_metrics_of_another_profile(tmp_path):
                        zeroshot=str(tmp_path / "none.json"), data_dir=str(tmp_path / "none"))  # fmt: skip
     reported = yaml.safe_load((ROOT / "paper/reported.yaml").read_text())
     with pytest.raises(DataError, match="never mixes profiles"):
-        report.run(cfg, "tiny", reported)
+        write_report(cfg, "tiny", reported)
     assert not (tmp_path / "t").exists()  # refused before writing a table
 
 

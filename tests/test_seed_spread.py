@@ -49,8 +49,18 @@ def test_stage_writes_json_and_markdown_and_refuses_one_seed_groups(tmp_path):
 
     def params(groups):
         path = tmp_path / "params.yaml"
-        path.write_text(json.dumps({"extends": base, "seed_spread": {
-            "groups": groups, "metrics": ["kpa3d"], "out_dir": str(tmp_path / "out")}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "extends": base,
+                    "seed_spread": {
+                        "groups": groups,
+                        "metrics": ["kpa3d"],
+                        "out_dir": str(tmp_path / "out"),
+                    },
+                }
+            )
+        )
         return str(path)
 
     stage.main(["--params", params({"sft": files})])

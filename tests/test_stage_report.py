@@ -157,12 +157,11 @@ def test_study_reads_seed_zero_from_the_base_folders(smoke_data, tmp_path):
     row = next(ln for ln in t3.splitlines() if ln.startswith("| GRCA |"))
     assert "(2 seeds)" in row
     from pointvl.eval.results import ReportConfig
-    from pointvl.stages.report import train_log
 
     cfg = ReportConfig(train_logs=str(tmp_path / "study/train/rl_{variant}/log.jsonl"),
                        base_train_logs=str(log).replace("rl_grca", "rl_{variant}"))  # fmt: skip
-    assert train_log(cfg, "grca") == log  # the study has no seed-0 log: the base one
-    assert train_log(dataclasses.replace(cfg, base_train_logs=""), "grca") != log
+    assert cfg.train_log("grca") == log  # the study has no seed-0 log: the base one
+    assert dataclasses.replace(cfg, base_train_logs="").train_log("grca") != log
     # without the base folders, seed 0 has no run: the study's seed alone is not GRCA
     _run_report(tmp_path, smoke_data, pred, met, seed_systems=seeds, systems=["grca"])
     t3 = (tmp_path / "tables/table3.md").read_text()

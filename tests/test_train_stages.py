@@ -279,7 +279,9 @@ def _stage_deps(pipeline: str, module: str) -> list[list[str]]:
     for stage in stages.values():
         body = stage.get("do", stage)
         if f"-m {module} " in body["cmd"] + " ":
-            found.append([d for d in body["deps"] if isinstance(d, str) and d.startswith("pointvl")])
+            found.append(
+                [d for d in body["deps"] if isinstance(d, str) and d.startswith("pointvl")]
+            )
     return found
 
 
@@ -305,7 +307,11 @@ def test_every_module_a_stage_imports_is_one_of_its_deps(built, module, args):
     missing = {}
     for pipeline in PIPELINES:
         for deps in _stage_deps(pipeline, module):
-            gap = sorted(f for f in imported if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
+            gap = sorted(
+                f
+                for f in imported
+                if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
+            )
             if gap:
                 missing[pipeline] = gap
     if module == "pointvl.stages.sft":

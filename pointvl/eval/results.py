@@ -89,6 +89,13 @@ def _mean(result: Mapping | None, metric: str) -> float | None:
     return None if isinstance(m, float) and math.isnan(m) else float(m)
 
 
+def or_base(path: str | Path, base: str | Path | None) -> Path:
+    """``path`` if it is a file (or there is no ``base``), else ``base``: the RL study writes
+    its runs apart and reads what it lacks (seed 0 of every arm) from the default pipeline."""
+    path = Path(path)
+    return Path(base) if base and not path.is_file() else path
+
+
 class Results:
     """Systems with results under ``metrics_dir`` (and predictions for paired bootstraps)."""
 
@@ -120,10 +127,7 @@ class Results:
 
     # ---------------------------------------------------------------- runs
     def _find(self, folder: Path, which: int, name: str) -> Path:
-        path = folder / name
-        if not path.is_file() and self.base is not None:
-            return self.base[which] / name
-        return path
+        return or_base(folder / name, self.base[which] / name if self.base else None)
 
     def metrics_path(self, system: str) -> Path:
         """``<metrics_dir>/<system>.json``, else the ``base`` folder's."""
@@ -376,6 +380,19 @@ class ReportConfig:
     figures_dir: str = "results/figures"
     n_boot: int = 1000
     seed: int = 0
+
+    def results(self, profile: str, n_boot: int | None = None) -> Results:
+        """The ``Results`` this section describes (folders, seeds, the base folders)."""
+        base = (self.base_metrics_dir, self.base_predictions_dir) if self.base_metrics_dir else None
+        return Results(self.metrics_dir, self.predictions_dir, self.seed_systems,
+                       self.data_dir.format(profile=profile),
+                       self.n_boot if n_boot is None else n_boot, self.seed, profile,
+                       base=base)  # fmt: skip
+
+    def train_log(self, system: str) -> Path:
+        """The system's RL log, from ``train_logs`` or else ``base_train_logs``."""
+        base = self.base_train_logs.format(variant=system) if self.base_train_logs else None
+        return or_base(self.train_logs.format(variant=system), base)
 
 
 def zeroshot_rows(path: Path) -> tuple[dict, list[str]]:
