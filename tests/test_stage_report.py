@@ -113,6 +113,7 @@ def test_report_seeds_baselines_and_zeroshot(smoke_data, tmp_path):
     ]
     mean = sum(kpa) / 2  # mean over the two seeds
     lo, hi = stats.t.interval(0.95, 1, loc=mean, scale=np.std(kpa, ddof=1) / np.sqrt(2))
+    lo, hi = max(lo, 0.0), min(hi, 1.0)  # cut at KPA's range
     assert f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" in t3["GRCA"] and "(2 seeds)" in t3["GRCA"]
     assert "± 0.000 (2 seeds)" in t3["GRPO (broadcast reward)"]  # identical seeds: std 0
     claims = (tmp_path / "tables/claims.md").read_text()
@@ -167,3 +168,13 @@ def test_study_reads_seed_zero_from_the_base_folders(smoke_data, tmp_path):
     t3 = (tmp_path / "tables/table3.md").read_text()
     row = next(ln for ln in t3.splitlines() if ln.startswith("| GRCA |"))
     assert "(2 seeds)" not in row
+
+
+def test_seed_intervals_are_cut_at_the_metric_range():
+    from pointvl.eval.results import clip_to_range
+
+    assert clip_to_range("pck3d", 0.93, 1.03) == (0.93, 1.0)
+    assert clip_to_range("parse_fail", -0.02, 0.05) == (0.0, 0.05)
+    assert clip_to_range("spread3d", -0.1, 1.4) == (0.0, 1.4)  # no upper bound
+    assert clip_to_range("chamfer3d", 0.1, 2.5) == (0.1, 2.5)
+    assert clip_to_range("iou3d", None, float("nan")) == (None, None)

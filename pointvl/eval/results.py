@@ -89,6 +89,18 @@ def _mean(result: Mapping | None, metric: str) -> float | None:
     return None if isinstance(m, float) and math.isnan(m) else float(m)
 
 
+NONNEGATIVE = ("spread", "chamfer")
+"""Metric name prefixes bounded below by 0 only; every other reported metric lies in [0, 1]."""
+
+
+def clip_to_range(metric: str, lo: float | None, hi: float | None) -> tuple:
+    """A t-interval over few seeds cut at the metric's range ([0, 1]; [0, inf) for spread and
+    Chamfer): a mean PCK of 0.98 ± 0.05 is reported as [0.93, 1.00], not [0.93, 1.03]."""
+    top = math.inf if metric.startswith(NONNEGATIVE) else 1.0
+    cut = lambda v: None if v is None or math.isnan(v) else min(max(v, 0.0), top)  # noqa: E731
+    return cut(lo), cut(hi)
+
+
 def or_base(path: str | Path, base: str | Path | None) -> Path:
     """``path`` if it is a file (or there is no ``base``), else ``base``: the RL study writes
     its runs apart and reads what it lacks (seed 0 of every arm) from the default pipeline."""
@@ -190,7 +202,8 @@ class Results:
             return None
         ci = t_interval(vals)
         std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-        return {"mean": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "std": std,
+        lo, hi = clip_to_range(metric, ci["lo"], ci["hi"])
+        return {"mean": ci["mean"], "lo": lo, "hi": hi, "std": std,
                 "n_seeds": len(vals), "interval": "t over seeds"}  # fmt: skip
 
     def rows(self, systems: Mapping[str, str], metrics: Sequence[str]) -> dict:

@@ -138,8 +138,8 @@ def write_report(cfg: ReportConfig, profile: str, reported: dict) -> dict:
         f"Ours: the `{profile}` profile (see paper/departures.md); not comparable in scale.",
         "Seeds per system: " + ", ".join(f"{LABELS.get(s, s)}: {n}" for s, n in seeds.items())
         + ". One seed: mean [95% bootstrap CI over test samples]. Several seeds: mean over "
-        "seeds [95% t-interval over the per-seed test means] ± std over seeds (n seeds); "
-        "every RL seed starts from the same SFT checkpoint.",
+        "seeds [95% t-interval over the per-seed test means, cut at the metric's range] ± "
+        "std over seeds (n seeds); every RL seed starts from the same SFT checkpoint.",
     ]  # fmt: skip
     trivial = load_json(results.metrics_path("trivial")) or {}
     _grounding_tables(cfg, results, reported, trivial, tables, notes)
