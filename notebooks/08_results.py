@@ -248,8 +248,8 @@ display(Markdown(table3v.read_text() if table3v.is_file() else
 # %% [markdown]
 # The reprojection view on `view` samples: the cloud is what the camera sees, the green box
 # and keypoints are the whole object's, in the view frame. Predictions of our GRCA + RPC arm
-# (seed 0) when they exist; otherwise real `view` test objects with the non-learned floor
-# (the visible cloud's AABB + FPS keypoints), labelled as such.
+# (the study's first RL seed) when they exist; otherwise real `view` test objects with the
+# non-learned floor (the visible cloud's AABB + FPS keypoints), labelled as such.
 
 # %%
 arm, seed0 = view["table_view"]["arms"][-1], view["table_view"]["seeds"][0]

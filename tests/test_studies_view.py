@@ -84,3 +84,15 @@ def test_default_repro_runs_no_study_stage_and_the_study_builds_apart(
     assert probes["_meta"]["task"] == "view" and 0 < probes["kpts3d_occluded"]["mean"] < 1
     status = _dvc(repo_copy, "status", "studies/view/dvc.yaml:eval_trivial")
     assert "up to date" in status
+
+
+def test_view_rl_outputs_are_where_the_rl_stage_writes_them():
+    """dvc.yaml names each run's folder <variant>_seed<seed>; the rl stage writes seed 0 with
+    no suffix (the default pipeline's base run), so a seed 0 in the study would write where
+    DVC does not look (it did: 'output .../grca_rpc_seed0/final does not exist')."""
+    from pointvl.config import load_params
+    from pointvl.stages.rl import run_suffix
+
+    view = load_params(Path(__file__).resolve().parent.parent / "studies/view/params.yaml")
+    for seed in view["table_view"]["seeds"]:
+        assert run_suffix(None, seed) == f"_seed{seed}", seed
