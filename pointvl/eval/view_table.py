@@ -58,19 +58,21 @@ def _mean_ci(result: Mapping[str, Any] | None, metric: str) -> tuple[float, floa
     return None if math.isnan(r["mean"]) else (r["mean"], r["lo"], r["hi"])
 
 
-def seed_cell(per_seed: Sequence[tuple[float, float, float]]) -> Any:
-    """One seed: its (mean, lo, hi). k > 1 seeds: mean over seeds, 95% t-interval, std."""
-    from scipy.stats import t as student_t
+def seed_cell(per_seed: Sequence[tuple[float, float, float]], metric: str = "") -> Any:
+    """One seed: its (mean, lo, hi). k > 1 seeds: mean over seeds, the 95% t-interval over
+    the seeds' means cut at the metric's range, std (``Results.cell``'s rule)."""
+    from pointvl.eval.results import clip_to_range
+    from pointvl.eval.stats import t_interval
 
     if not per_seed:
         return None
     if len(per_seed) == 1:
         return tuple(per_seed[0])
-    means = np.array([c[0] for c in per_seed], dtype=np.float64)  # (k,)
-    k, mean, std = len(means), float(means.mean()), float(means.std(ddof=1))
-    # mean ± t_{0.975, k-1} · s / √k
-    half = float(student_t.ppf(0.975, k - 1)) * std / math.sqrt(k)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "std": std, "n_seeds": k}
+    means = [float(c[0]) for c in per_seed]  # (k,)
+    ci = t_interval(means)  # mean ± t_{0.975, k-1} · s / √k
+    lo, hi = clip_to_range(metric, ci["lo"], ci["hi"])
+    return {"mean": ci["mean"], "lo": lo, "hi": hi, "std": float(np.std(means, ddof=1)),
+            "n_seeds": len(means)}  # fmt: skip
 
 
 def view_table(
@@ -96,7 +98,7 @@ def view_table(
         cells = {}
         for m in METRICS:
             per = [c for c in (_mean_ci(r, m) for r in results) if c is not None]
-            cells[m] = seed_cell(per) if len(per) == len(results) else None
+            cells[m] = seed_cell(per, m) if len(per) == len(results) else None
         rows[ARM_NAMES.get(arm, arm)] = cells
     trivial = _load(mdir / "trivial.json") or {}
     for key, name in TRIVIAL_ROWS.items():
@@ -106,7 +108,8 @@ def view_table(
         "The view task (ours, not in the paper): input = the points the camera sees, targets "
         "= the whole object's box and keypoints in a view frame (paper/departures.md).",
         "One seed: mean [95% bootstrap CI over test samples]. Several seeds: mean over seeds "
-        "[95% t-interval over the per-seed means] ± std over seeds (n seeds). Seeds run: "
+        "[95% t-interval over the per-seed means, cut at the metric's range] ± std over seeds "
+        "(n seeds). Seeds run: "
         + ", ".join(f"{ARM_NAMES.get(a, a)} {n}" for a, n in ran.items())
         + ".",
         "Trivial predictors: 3D columns only (their 2D fields are copied from the ground "
