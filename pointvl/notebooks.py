@@ -80,11 +80,17 @@ def committed_profile() -> str:
 def output_dir(out_dir: str | os.PathLike, profile: str) -> Path:
     """Where a run's pages go. A run of another profile than the checkout's (``--profile smoke``
     on a ``tiny`` checkout) never overwrites the committed pages: ``results/notebooks`` becomes
-    ``results/<profile>/notebooks`` (git-ignored). Other folders are used as given."""
+    ``results/<profile>/notebooks`` (git-ignored). A folder already under
+    ``results/<profile>/`` (the profile's own ``active.results_root``, e.g. paper_sim's) and
+    other folders are used as given."""
     out = Path(out_dir)
     out = out if out.is_absolute() else ROOT / out
     results = (ROOT / "results").resolve()
-    if profile != committed_profile() and out.resolve().is_relative_to(results):
+    if (
+        profile != committed_profile()
+        and out.resolve().is_relative_to(results)
+        and not out.resolve().is_relative_to(results / profile)
+    ):
         return results / profile / out.resolve().relative_to(results)
     return out
 

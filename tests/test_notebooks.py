@@ -222,6 +222,10 @@ def test_another_profile_never_overwrites_the_committed_pages(tmp_path):
     assert output_dir("results/notebooks", committed) == ROOT / "results/notebooks"
     assert output_dir("results/notebooks", other) == ROOT / "results" / other / "notebooks"
     assert output_dir(tmp_path, other) == tmp_path  # a folder of the caller's: as given
+    # already the profile's own results folder (paper_sim's notebooks.out_dir): not doubled
+    # (the rehearsal wrote results/paper_sim/paper_sim/notebooks and DVC found no output)
+    own = f"results/{other}/notebooks"
+    assert output_dir(own, other) == ROOT / own
     ignored = subprocess.run(["git", "check-ignore", "-q", f"results/{other}/notebooks/x.html"],
                              cwd=ROOT, check=False)  # fmt: skip
     assert ignored.returncode == 0, f"results/{other}/ must be git-ignored"
