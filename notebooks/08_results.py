@@ -255,6 +255,7 @@ display(Markdown(table3v.read_text() if table3v.is_file() else
 arm, seed0 = view["table_view"]["arms"][-1], view["table_view"]["seeds"][0]
 vpreds = read_predictions(ROOT / view["evaluate"]["predictions_dir"] / f"{arm}_seed{seed0}.jsonl")
 vcfg = load_section(VIEW_PARAMS, "build_dataset", BuildDatasetConfig, profile)
+vcfg = dataclasses.replace(vcfg, shapenet_root=str(ROOT / vcfg.shapenet_root))  # kernel: notebooks/
 vdata = ROOT / view["evaluate"]["data_dir"].format(profile=profile)
 vuids = list(vpreds)[:n_objects] if vpreds else planned_test_uids(vcfg, n_objects)
 vsamples, vfound = prediction_objects(vuids, vdata, vcfg, Q)
