@@ -17,23 +17,19 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from scipy import stats
+import numpy as np
+
+from pointvl.eval.stats import t_interval
 
 
 def _spread(values: Sequence[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if sd is not None else None
-    return {
-        "seeds": n,
-        "mean": mean,
-        "sd": sd,
-        "min": min(values),
-        "max": max(values),
-        "ci_lo": mean - half if half is not None else None,
-        "ci_hi": mean + half if half is not None else None,
-    }
+    """Mean, SD (ddof 1) and 95% t-interval over seeds (``stats.t_interval``); None where one
+    seed cannot give them."""
+    ci = t_interval(values)
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    known = lambda v: None if math.isnan(v) else v  # noqa: E731
+    return {"seeds": len(values), "mean": ci["mean"], "sd": sd, "min": min(values),
+            "max": max(values), "ci_lo": known(ci["lo"]), "ci_hi": known(ci["hi"])}  # fmt: skip
 
 
 def seed_spread(groups: Mapping[str, Sequence[str | Path]], metrics: Sequence[str]) -> dict:
