@@ -44,7 +44,7 @@ def credit_step(texts, ids, targets, tok, quant_bins, align) -> torch.Tensor:
     T = max(len(i) for i in ids)
     field_ids = batch_field_token_ids([p.char_spans for p in parsed], offsets, T)  # (B, T)
     s = score_batch(parsed, targets, quant_bins)
-    batch = CreditInputs(s["per_field_rewards"], s["seq"], s["rpc"], field_ids, group_size=8)
+    batch = CreditInputs(s["per_field_rewards"], s["seq"], s["rpc"], field_ids, num_generations=8)
     return build_advantages("grca_rpc", batch, CreditConfig())  # (B, T)
 
 
@@ -97,7 +97,7 @@ def main() -> None:
     t3 = time.perf_counter()
     s = score_batch(parsed, targets, Q)
     t4 = time.perf_counter()
-    batch = CreditInputs(s["per_field_rewards"], s["seq"], s["rpc"], field_ids, group_size=8)
+    batch = CreditInputs(s["per_field_rewards"], s["seq"], s["rpc"], field_ids, num_generations=8)
     build_advantages("grca_rpc", batch, CreditConfig())
     t5 = time.perf_counter()
 

@@ -78,8 +78,8 @@ print("profile:", load_params(profile=profile)["profile"], "| fast:", fast, "| s
 per_field_rewards = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.6, 0.4]])  # (B, F)
 field_ids = torch.tensor([[0, 1, 1, 2, 2, 0]] * 4)  # (B, T)
 seq = per_field_rewards.mean(1)  # (B,)  what GRPO would broadcast
-field_adv = standardize_in_groups(per_field_rewards, group_size=4)  # (B, F)  Eq. 9
-bg_adv = standardize_in_groups(seq, group_size=4)  # (B,)  Eq. 10b
+field_adv = standardize_in_groups(per_field_rewards, num_generations=4)  # (B, F)  Eq. 9
+bg_adv = standardize_in_groups(seq, num_generations=4)  # (B,)  Eq. 10b
 print(routed_advantages(field_adv, field_ids, bg_adv))  # (B, T)  Eq. 10
 
 # %% [markdown]
@@ -121,14 +121,14 @@ print(f"wrote {path.name}: {landed}/{len(entries)} sections landed")
 # %%
 flat = per_field_rewards.clone()
 flat[:, 1] = 0.5  # try another constant
-print(standardize_in_groups(flat, group_size=4))  # (B, F)
+print(standardize_in_groups(flat, num_generations=4))  # (B, F)
 
 # %% [markdown]
 # 2. **Change G.** Standardize the same 4 rows as two groups of G = 2: each row is compared
 #    only with its group-mate, so every advantage becomes ≈ ±0.71 (ε keeps it just below 1/√2).
 
 # %%
-print(standardize_in_groups(per_field_rewards, group_size=2))  # (B, F)
+print(standardize_in_groups(per_field_rewards, num_generations=2))  # (B, F)
 
 # %% [markdown]
 # 3. **Move a token.** Give token 5 to field 1 (`field_ids[:, 5] = 1`) and re-run the routing

@@ -49,7 +49,7 @@ params = load_params(profile=profile)
 Q, M = params["schema"]["quant_bins"], params["schema"]["num_keypoints"]
 corpus = 40 if fast else params["credit_demo"]["tokenizer_corpus"]
 group = demo_group(seed, Q, M, tokenizer_corpus=corpus)
-G = group.group_size
+G = group.num_generations
 
 # %% [markdown]
 # ## Each field's reward (Eq. 8)

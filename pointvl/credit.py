@@ -51,17 +51,17 @@ def _as_float_tensor(x: Any, name: str) -> tuple[torch.Tensor, torch.dtype]:
     return t, out_dtype
 
 
-def _check_group(batch_size: int, group_size: int) -> None:
-    if not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive int, got G={group_size!r}")
-    if batch_size % group_size != 0:
+def _check_group(batch_size: int, num_generations: int) -> None:
+    if not isinstance(num_generations, int) or num_generations < 1:
+        raise ValueError(f"num_generations must be a positive int, got G={num_generations!r}")
+    if batch_size % num_generations != 0:
         raise ValueError(
-            f"batch size B={batch_size} is not a multiple of group size G={group_size}: "
+            f"batch size B={batch_size} is not a multiple of group size G={num_generations}: "
             "rows must come in whole groups"
         )
 
 
-def _grouped(rewards: Any, group_size: int, name: str):
+def _grouped(rewards: Any, num_generations: int, name: str):
     """(B,) or (B, F) rewards -> float64 (B/G, F, G) tensor, plus what is needed to undo it."""
     r, out_dtype = _as_float_tensor(rewards, name)
     if r.dim() not in (1, 2):
@@ -69,9 +69,11 @@ def _grouped(rewards: Any, group_size: int, name: str):
     squeeze = r.dim() == 1
     r = r.unsqueeze(1) if squeeze else r  # (B, F)
     B, F = r.shape
-    _check_group(B, group_size)
+    _check_group(B, num_generations)
     # contiguous over G so that every column is reduced the same way
-    grouped = r.reshape(B // group_size, group_size, F).permute(0, 2, 1).contiguous()  # (B/G, F, G)
+    grouped = (
+        r.reshape(B // num_generations, num_generations, F).permute(0, 2, 1).contiguous()
+    )  # (B/G, F, G)
     return grouped, squeeze, out_dtype
 
 
@@ -86,11 +88,11 @@ def _zero_spread(grouped: torch.Tensor) -> torch.Tensor:
 
 
 def standardize_in_groups(
-    rewards: Any, group_size: int, eps: float = 1e-4, unbiased: bool = True
+    rewards: Any, num_generations: int, eps: float = 1e-4, unbiased: bool = True
 ) -> torch.Tensor:
     """Eq. (9): Â_{i,k} = (r_{i,k} − mean_j r_{j,k}) / (std_j r_{j,k} + ε), j over i's group.
 
-    ``rewards`` is (B,) or (B, F); consecutive rows form a group of ``group_size`` = G and each
+    ``rewards`` is (B,) or (B, F); consecutive rows form a group of ``num_generations`` = G and each
     column is standardized independently. Returns a tensor of the same shape.
 
     - ``unbiased=True`` (default) uses the Bessel-corrected std (divide by G − 1), matching
@@ -100,7 +102,7 @@ def standardize_in_groups(
       G = 1 therefore always gives 0.
     - Computed in float64; returned in the input's float dtype (default dtype for ints).
     """
-    grouped, squeeze, out_dtype = _grouped(rewards, group_size, "rewards")  # (B/G, F, G)
+    grouped, squeeze, out_dtype = _grouped(rewards, num_generations, "rewards")  # (B/G, F, G)
     n_groups, F, G = grouped.shape
     mean = grouped.mean(-1, keepdim=True)  # (B/G, F, 1)
     std = grouped.std(-1, correction=1 if (unbiased and G > 1) else 0, keepdim=True)  # (B/G, F, 1)
@@ -112,13 +114,13 @@ def standardize_in_groups(
     return (adv.squeeze(1) if squeeze else adv).to(out_dtype)
 
 
-def zero_std_fraction(rewards: Any, group_size: int) -> torch.Tensor:
+def zero_std_fraction(rewards: Any, num_generations: int) -> torch.Tensor:
     """Fraction of groups whose rewards have zero spread (diagnostic ``adv/<field>_zero_std_frac``).
 
     ``rewards`` (B,) -> 0-dim tensor; (B, F) -> (F,) tensor, one fraction per column. These
     are the groups that Eq. (9) maps to advantage 0: they carry no learning signal.
     """
-    grouped, squeeze, _ = _grouped(rewards, group_size, "rewards")  # (B/G, F, G)
+    grouped, squeeze, _ = _grouped(rewards, num_generations, "rewards")  # (B/G, F, G)
     frac = _zero_spread(grouped).squeeze(-1).to(torch.float64).mean(0)  # (F,)
     frac = frac.to(torch.get_default_dtype())
     return frac[0] if squeeze else frac
@@ -164,7 +166,7 @@ def routed_advantages(
 
 def background_advantages(
     seq_rewards: Any,
-    group_size: int,
+    num_generations: int,
     mode: str = "seq",
     eps: float = 1e-4,
     unbiased: bool = True,
@@ -181,19 +183,19 @@ def background_advantages(
         r, out_dtype = _as_float_tensor(seq_rewards, "seq_rewards")
         if r.dim() != 1:
             raise ValueError(f"seq_rewards must be (B,), got {tuple(r.shape)}")
-        _check_group(r.shape[0], group_size)
+        _check_group(r.shape[0], num_generations)
         return torch.zeros(r.shape[0], dtype=out_dtype)  # (B,)
     seq = torch.as_tensor(seq_rewards)
     if seq.dim() != 1:
         raise ValueError(f"seq_rewards must be (B,), got {tuple(seq.shape)}")
     # A_{i,bg} = Â_{i,seq}
-    return standardize_in_groups(seq, group_size, eps=eps, unbiased=unbiased)  # (B,)
+    return standardize_in_groups(seq, num_generations, eps=eps, unbiased=unbiased)  # (B,)
 
 
 def rpc_shaped_background(
     background: Any,
     rpc_rewards: Any,
-    group_size: int,
+    num_generations: int,
     lam: float,
     eps: float = 1e-4,
     unbiased: bool = True,
@@ -213,7 +215,7 @@ def rpc_shaped_background(
             f"background and rpc_rewards must both be (B,), got {tuple(bg.shape)} and "
             f"{tuple(rpc.shape)}"
         )
-    rpc_adv = standardize_in_groups(rpc, group_size, eps=eps, unbiased=unbiased)  # (B,)
+    rpc_adv = standardize_in_groups(rpc, num_generations, eps=eps, unbiased=unbiased)  # (B,)
     dtype = torch.promote_types(bg.dtype, rpc_adv.dtype)
     if lam == 0:
         return bg.to(dtype).clone()  # exactly GRCA's background, no 0 * Â rounding
@@ -221,7 +223,7 @@ def rpc_shaped_background(
     return (1.0 - lam) * bg.to(dtype) + lam * rpc_adv.to(dtype)  # (B,)
 
 
-def broadcast_advantages(seq_rewards: Any, group_size: int, num_tokens: int) -> torch.Tensor:
+def broadcast_advantages(seq_rewards: Any, num_generations: int, num_tokens: int) -> torch.Tensor:
     """Eq. (16), vanilla GRPO: A_{i,t} = Â_{i,seq} for every token t of row i.
 
     Returns (B, T) with T = ``num_tokens``. Uses the default ε = 1e-4 and unbiased std (TRL).
@@ -229,7 +231,7 @@ def broadcast_advantages(seq_rewards: Any, group_size: int, num_tokens: int) -> 
     seq = torch.as_tensor(seq_rewards)
     if seq.dim() != 1:
         raise ValueError(f"seq_rewards must be (B,), got {tuple(seq.shape)}")
-    adv = standardize_in_groups(seq, group_size)  # (B,)
+    adv = standardize_in_groups(seq, num_generations)  # (B,)
     # A_{i,t} = Â_{i,seq} for all t
     return adv.unsqueeze(1).expand(-1, int(num_tokens)).contiguous()  # (B, T)
 
@@ -249,7 +251,7 @@ class CreditInputs:
     """(B,) reprojection-consistency reward r_rpc (Eq. 13); may be None unless grca_rpc."""
     field_ids: Any
     """(B, T) integer: 0 = background, k+1 = field k (Eqs. 6-7)."""
-    group_size: int
+    num_generations: int
     """G, completions per prompt."""
     format_rewards: Any = None
     """(B,) format reward, the last component of r_seq; needed by gdpo only."""
@@ -277,7 +279,7 @@ class CreditInputs:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (B,):
                 raise ValueError(f"{name} must be (B,)=({B},), got {tuple(value.shape)}")
-        _check_group(B, self.group_size)
+        _check_group(B, self.num_generations)
 
     @property
     def num_tokens(self) -> int:
@@ -316,13 +318,15 @@ class CreditConfig:
 
 def grpo_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
     """Eq. (16), vanilla GRPO: A_{i,t} = Â_{i,seq} for every token t. Returns (B, T)."""
-    adv = standardize_in_groups(batch.seq_rewards, batch.group_size, cfg.eps, cfg.unbiased)  # (B,)
+    adv = standardize_in_groups(
+        batch.seq_rewards, batch.num_generations, cfg.eps, cfg.unbiased
+    )  # (B,)
     return adv.unsqueeze(1).expand(-1, batch.num_tokens).contiguous()  # (B, T)
 
 
 def grca_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
     """Eqs. (9), (10), (10b), GRCA: field-standardized advantages routed to their spans."""
-    G = batch.group_size
+    G = batch.num_generations
     field_adv = standardize_in_groups(batch.per_field_rewards, G, cfg.eps, cfg.unbiased)  # (B, F)
     bg = background_advantages(batch.seq_rewards, G, cfg.background, cfg.eps, cfg.unbiased)  # (B,)
     return routed_advantages(field_adv, batch.field_ids, bg)  # (B, T)
@@ -332,7 +336,7 @@ def grca_rpc_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
     """Eq. (14), GRCA+RPC: as GRCA, with the background advantage mixed with Â_rpc."""
     if batch.rpc_rewards is None:
         raise ValueError("grca_rpc needs CreditInputs.rpc_rewards (B,), got None")
-    G = batch.group_size
+    G = batch.num_generations
     field_adv = standardize_in_groups(batch.per_field_rewards, G, cfg.eps, cfg.unbiased)  # (B, F)
     bg = background_advantages(batch.seq_rewards, G, cfg.background, cfg.eps, cfg.unbiased)  # (B,)
     bg = rpc_shaped_background(bg, batch.rpc_rewards, G, cfg.lam, cfg.eps, cfg.unbiased)  # (B,)
@@ -345,7 +349,7 @@ def grca_bg0_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
 
 
 def normalize_then_sum(
-    components: Any, weights: Any, group_size: int, eps: float = 1e-4
+    components: Any, weights: Any, num_generations: int, eps: float = 1e-4
 ) -> torch.Tensor:
     """TRL's GDPO (``multi_objective_aggregation="normalize_then_sum"``), per completion:
 
@@ -362,9 +366,9 @@ def normalize_then_sum(
             f"components must be (B, K) and weights (K,), got {tuple(r.shape)}, {tuple(w.shape)}"
         )
     B, K = r.shape
-    _check_group(B, group_size)
-    grouped = r.view(-1, group_size, K)  # (B/G, G, K)
-    std = grouped.std(1, keepdim=True) if group_size > 1 else torch.zeros_like(grouped[:, :1])
+    _check_group(B, num_generations)
+    grouped = r.view(-1, num_generations, K)  # (B/G, G, K)
+    std = grouped.std(1, keepdim=True) if num_generations > 1 else torch.zeros_like(grouped[:, :1])
     z = ((grouped - grouped.mean(1, keepdim=True)) / (std + eps)).view(B, K)  # (B, K)
     s = z @ w  # (B,)
     s_std = s.std() if B > 1 else torch.zeros(())
@@ -382,7 +386,7 @@ def gdpo_advantages(batch: CreditInputs, cfg: CreditConfig) -> torch.Tensor:
         [torch.as_tensor(batch.per_field_rewards), batch.format_rewards[:, None]], dim=1
     )  # (B, F + 1)
     weights = [1.0 / F] * F + [cfg.format_weight]
-    adv = normalize_then_sum(parts, weights, batch.group_size, cfg.eps)  # (B,)
+    adv = normalize_then_sum(parts, weights, batch.num_generations, cfg.eps)  # (B,)
     return adv.unsqueeze(1).expand(-1, batch.num_tokens).contiguous()  # (B, T)
 
 
@@ -413,7 +417,7 @@ def credit_diagnostics(
     (they get advantage 0); also ``adv/seq_zero_std_frac`` and, if given, ``adv/rpc_...``.
     ``spans/<field>_coverage``: fraction of rows whose span of that field has ≥ 1 token.
     """
-    G = batch.group_size
+    G = batch.num_generations
     out: dict[str, float] = {}
     field_frac = zero_std_fraction(batch.per_field_rewards, G)  # (F,)
     for k, name in enumerate(fields):

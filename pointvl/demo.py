@@ -193,7 +193,7 @@ class DemoGroup:
         return self.step.mask
 
     @property
-    def group_size(self) -> int:
+    def num_generations(self) -> int:
         return len(self.completions)
 
     def advantages(self, variant: str, lam: float | None = None, background: str | None = None):

@@ -92,7 +92,7 @@ def field_token_ids(
     return batch_field_token_ids(spans, offsets, T)  # (B, T)
 
 
-def credit_inputs(scored: Scored, field_ids: torch.Tensor, group_size: int) -> CreditInputs:
+def credit_inputs(scored: Scored, field_ids: torch.Tensor, num_generations: int) -> CreditInputs:
     """What the advantage builders read, from the scores and the field ids."""
     s = scored.scores
     return CreditInputs(
@@ -100,7 +100,7 @@ def credit_inputs(scored: Scored, field_ids: torch.Tensor, group_size: int) -> C
         seq_rewards=torch.as_tensor(s["seq"]),
         rpc_rewards=torch.as_tensor(s["rpc"]),
         field_ids=field_ids,
-        group_size=group_size,
+        num_generations=num_generations,
         format_rewards=torch.as_tensor(s["format"]),
     )
 
@@ -125,7 +125,7 @@ def score_and_route(
     completion_ids: Sequence[Sequence[int]],
     targets: Sequence[Mapping[str, Any]],
     token_lengths: TokenLengths,
-    group_size: int,
+    num_generations: int,
     variants: Sequence[str] = ("grpo", "grca", "grca_rpc"),
     credit: CreditConfig | None = None,
     scoring: Scoring | None = None,
@@ -139,7 +139,7 @@ def score_and_route(
     field_ids = field_token_ids(scored, ids, token_lengths, num_tokens)  # (B, T)
     T = field_ids.shape[1]
     mask = torch.arange(T)[None, :] < torch.tensor([len(r) for r in ids])[:, None]  # (B, T)
-    batch = credit_inputs(scored, field_ids, group_size)
+    batch = credit_inputs(scored, field_ids, num_generations)
     unknown = sorted(set(variants) - set(ADVANTAGE_BUILDERS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; accepted: {tuple(ADVANTAGE_BUILDERS)}")
@@ -147,7 +147,7 @@ def score_and_route(
     return RLStep(scored, ids, field_ids, mask, batch, adv)
 
 
-def diagnostics(step_or_scored: RLStep | Scored, group_size: int | None = None) -> dict:
+def diagnostics(step_or_scored: RLStep | Scored, num_generations: int | None = None) -> dict:
     """The namespaced metrics of one batch (python floats): ``reward/<name>`` for every score
     column, ``spans/parse_fail_frac``, and with an ``RLStep`` also ``adv/<field>_zero_std_frac``,
     ``adv/seq_zero_std_frac``, ``adv/rpc_zero_std_frac`` and ``spans/<field>_coverage``."""

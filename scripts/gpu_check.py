@@ -141,7 +141,7 @@ def main() -> None:
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     with bf16:  # as the trainer's rollouts (accelerator.autocast)
-        ids = decode(model, gen, sampling, group_size=8).ids
+        ids = decode(model, gen, sampling, num_generations=8).ids
     torch.cuda.synchronize()
     n_tok = sum(map(len, ids))
     out["generation"] = {"prompts": 2, "G": 8, "tokens": n_tok, "s": time.perf_counter() - t0,

@@ -55,7 +55,7 @@ def random_batch(rng: np.random.Generator, n_groups=3, G=4, T=12, with_rpc=True)
         seq_rewards=rng.random(B),
         rpc_rewards=rng.random(B) if with_rpc else None,
         field_ids=rng.integers(0, F + 1, size=(B, T)),
-        group_size=G,
+        num_generations=G,
         format_rewards=rng.random(B),
     )
 
@@ -90,7 +90,7 @@ def test_standardize_matches_trl_formula():
     torch.testing.assert_close(got, trl, atol=1e-6, rtol=1e-5)
 
 
-def test_standardize_bad_group_size_names_B_and_G():
+def test_standardize_bad_num_generations_names_B_and_G():
     with pytest.raises(ValueError, match=r"B=10.*G=4"):
         standardize_in_groups(torch.zeros(10), 4)
     with pytest.raises(ValueError, match="G=0"):
@@ -163,7 +163,7 @@ def test_zero_spread_group_next_to_live_group():
     torch.testing.assert_close(zero_std_fraction(r, 8), torch.tensor([0.5, 0.5, 1.0, 0.5]))
 
 
-def test_group_size_one_is_zero_not_nan():
+def test_num_generations_one_is_zero_not_nan():
     a = standardize_in_groups(torch.arange(5.0), 1)
     assert torch.equal(a, torch.zeros(5))
 
@@ -290,7 +290,7 @@ def test_grpo_builder_equals_broadcast():
     batch = random_batch(np.random.default_rng(7))
     assert torch.equal(
         grpo_advantages(batch, CreditConfig()),
-        broadcast_advantages(batch.seq_rewards, batch.group_size, batch.num_tokens),
+        broadcast_advantages(batch.seq_rewards, batch.num_generations, batch.num_tokens),
     )
 
 
@@ -358,7 +358,7 @@ def test_gdpo_is_normalize_then_sum_broadcast():
     adv = build_advantages("gdpo", batch, CreditConfig(format_weight=0.1))  # (B, T)
     assert torch.equal(adv, adv[:, :1].expand_as(adv))  # one value per completion
     parts = np.column_stack([batch.per_field_rewards.numpy(), batch.format_rewards.numpy()])
-    want = naive_gdpo(parts, [0.25] * 4 + [0.1], batch.group_size)
+    want = naive_gdpo(parts, [0.25] * 4 + [0.1], batch.num_generations)
     np.testing.assert_allclose(adv[:, 0].numpy(), want, atol=1e-12)
 
 

@@ -226,8 +226,8 @@ def test_generation_and_logprob_passes_use_the_same_mrope_positions(policy):
 
 
 @pytest.mark.parametrize("do_sample", [False, True])
-@pytest.mark.parametrize("group_size", [1, 3])
-def test_decode_equals_hf_generate(policy, do_sample, group_size):
+@pytest.mark.parametrize("num_generations", [1, 3])
+def test_decode_equals_hf_generate(policy, do_sample, num_generations):
     """The shared sampler reproduces ``generate`` token for token for the same seed, with the
     prompt prefilled once per group and finished rows leaving the batch."""
     from pointvl.eval.generate import Sampling, decode, hf_generate
@@ -244,13 +244,13 @@ def test_decode_equals_hf_generate(policy, do_sample, group_size):
         suppress_tokens=(t["image_token_id"], t["point_token_id"]),
     )
     torch.manual_seed(11)
-    ref = hf_generate(model, batch, sampling, group_size).ids
+    ref = hf_generate(model, batch, sampling, num_generations).ids
     # one more end-of-turn id, taken from the first row, so that rows end at different steps
     sampling = dataclasses.replace(sampling, eos_token_ids=(*sampling.eos_token_ids, ref[0][5]))
     torch.manual_seed(11)
-    ref = hf_generate(model, batch, sampling, group_size).ids
+    ref = hf_generate(model, batch, sampling, num_generations).ids
     torch.manual_seed(11)
-    got = decode(model, batch, sampling, group_size, return_logprobs=True)
+    got = decode(model, batch, sampling, num_generations, return_logprobs=True)
     assert got.ids == ref
     assert len({len(r) for r in ref}) > 1  # rows finished at different steps
     assert [len(x) for x in got.logprobs] == [len(r) for r in got.ids]

@@ -314,11 +314,4 @@ def test_every_module_a_stage_imports_is_one_of_its_deps(built, module, args):
             )
             if gap:
                 missing[pipeline] = gap
-    if module == "pointvl.stages.sft":
-        # Known gap, left until the SFT stage next reruns (fixing it reruns the 11-minute SFT
-        # and everything downstream of it): the default and paper_sim sft stages miss these.
-        known = ["pointvl/credit.py", "pointvl/schema.py", "pointvl/train/launch.py",
-                 "pointvl/train/logs.py"]  # fmt: skip
-        assert missing == {"dvc.yaml": known, "studies/paper_sim/dvc.yaml": known}, missing
-        return
     assert not missing, missing

@@ -5,19 +5,21 @@ are conditioned exactly alike (the eval path of DESIGN.md, and the rollouts of t
       -> prefill once per prompt (Point-BERT, vision tower, prompt tokens)      (B0, L)
       -> KV cache repeated G times, group-major: row i*G + g                    (B0*G, L)
       -> decode: logits -> suppress -> / temperature -> softmax -> draw        (B, V)
-         rows that reached end-of-turn leave the batch (their cache rows are dropped)
+         once a quarter of the rows reached end-of-turn, they leave the batch (cache rows too)
       -> completion ids (up to and including the first end-of-turn), log-probs of the
          distribution each token was drawn from
 
 ``decode`` is exactly Hugging Face's ``generate`` for the same inputs and the same seed
 (tested token for token, greedy and sampled), without its per-step bookkeeping: the same
-model forward at prefill, the language model + LM head at each decoding step with the
-positions ``generate`` would build (text positions + ``rope_deltas`` of the M-RoPE prompt),
-and the same random draws (``torch.multinomial(p, 1)`` is ``argmax(p / q)``, q ~ Exp(1)
-over the full (B, V) batch, which is drawn whole even after rows finished).
+model forward at prefill, then each decoding step as ``LeanStep`` (``pointvl.eval.lean_step``:
+the text layers' arithmetic on a preallocated KV cache, bitwise equal to the model's own
+modules on a ``DynamicCache``, which ``lean=False`` runs instead) with the positions
+``generate`` would build (text positions + ``rope_deltas`` of the M-RoPE prompt), and the same
+random draws (``torch.multinomial(p, 1)`` is ``argmax(p / q)``, q ~ Exp(1) over the full
+(B, V) batch, which is drawn whole even after rows finished).
 Two things can differ in the last float bits: the prompt is prefilled once for its G
-completions, and finished rows leave the batch, so matrix products run on other batch
-sizes. ``bench_train`` counts the completions that stay identical.
+completions, and finished rows leave the batch (a quarter at a time), so matrix products run
+on other batch sizes. ``bench_train`` counts the completions that stay identical.
 
 The sampling distribution is the policy the RL loss scores: softmax(logits / T) with
 ``suppress_tokens`` (the point / image placeholders) at probability 0.
@@ -32,6 +34,8 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
+
+from pointvl.eval.lean_step import LeanStep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +139,9 @@ def _prompt_positions(model, batch: dict) -> torch.Tensor:
 
 
 def _decode_step(model, tok, attention_mask, position_ids, cache) -> torch.Tensor:
-    """Logits (b, V) of the next token after ``tok`` (b,). A Qwen2.5-VL policy runs its
-    language model + LM head directly (the multimodal wrapper has nothing left to do once the
-    prompt is in the cache); any other causal LM runs its own forward."""
+    """Logits (b, V) of the next token after ``tok`` (b,) through the model's own modules. A
+    Qwen2.5-VL policy runs its language model + LM head directly (the multimodal wrapper has
+    nothing left to do once the prompt is in the cache); any other causal LM its forward."""
     inner = getattr(model, "model", None)
     if inner is not None and hasattr(inner, "language_model") and hasattr(inner, "rope_deltas"):
         hidden = inner.language_model(
@@ -157,87 +161,122 @@ def _decode_step(model, tok, attention_mask, position_ids, cache) -> torch.Tenso
     return out.logits[:, -1]  # (b, V)
 
 
+class _ModuleStep:
+    """Decoding steps through the model's modules and its ``DynamicCache`` (the reference
+    ``LeanStep`` is tested against, and the path for models it does not support)."""
+
+    def __init__(self, model, cache, attention_mask: torch.Tensor | None):
+        self.model, self.cache, self.am = model, cache, attention_mask  # am: (B, L) or None
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.am = self.am[rows] if self.am is not None else None
+
+    def __call__(self, tok: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        if self.am is not None:
+            self.am = torch.cat([self.am, self.am.new_ones(self.am.shape[0], 1)], dim=1)
+        return _decode_step(self.model, tok, self.am, position_ids, self.cache)  # (b, V)
+
+
+def _prefill(model, batch: dict, G: int, max_new_tokens: int, lean: bool):
+    """The full forward once per prompt with the positions ``generate`` would use, its cache
+    repeated G times (group-major). -> (logits (B, V), next positions (B, 1) or (4, B, 1),
+    the stepper that continues from that cache)."""
+    position_ids = _prompt_positions(model, batch)  # (B0, L) or (4, B0, L)
+    am = batch["attention_mask"]  # (B0, L)
+    if bool((am == 1).all()):
+        am = None  # no padding: generate drops the mask (causal attention without one)
+    out = model(**{**batch, "attention_mask": am}, position_ids=position_ids, use_cache=True,
+                logits_to_keep=1)  # fmt: skip
+    logits = out.logits[:, -1, :]  # (B0, V)
+    # each new token: the previous position + 1 in every row of the positions (generate's rule)
+    next_pos = position_ids[..., -1:] + 1  # (B0, 1) or (4, B0, 1)
+    if G > 1:
+        out.cache.batch_repeat_interleave(G)
+        logits = logits.repeat_interleave(G, 0)
+        am = am.repeat_interleave(G, 0) if am is not None else None
+        next_pos = next_pos.repeat_interleave(G, next_pos.dim() - 2)
+    if lean and LeanStep.supports(model):
+        return logits, next_pos, LeanStep(model, out.cache, am, max_new_tokens)
+    return logits, next_pos, _ModuleStep(model, out.cache, am)
+
+
+def _draw(scores: torch.Tensor, sampling: Sampling, rows: torch.Tensor, B: int) -> torch.Tensor:
+    """The next token of each batch row (b,) from its processed scores (b, V): argmax when
+    greedy; else ``torch.multinomial(p, 1)`` as ``argmax(p / q)``, q ~ Exp(1) drawn for all B
+    rows of the batch (finished ones too, as ``generate`` does) and read at ``rows``."""
+    if not sampling.do_sample:
+        return scores.argmax(-1)
+    probs = torch.softmax(scores, dim=-1)  # (b, V)
+    q = torch.empty((B, probs.shape[1]), device=probs.device).exponential_(1)  # (B, V)
+    return (probs / q[rows]).argmax(-1)
+
+
 @torch.no_grad()
 def decode(
     model,
     batch: dict[str, torch.Tensor],
     sampling: Sampling,
-    group_size: int = 1,
+    num_generations: int = 1,
     return_logprobs: bool = False,
+    lean: bool = True,
 ) -> Decoded:
-    """Complete each of the B0 prompts of ``batch`` ``group_size`` times (rows group-major).
+    """Complete each of the B0 prompts of ``batch`` ``num_generations`` = G times (rows
+    group-major: row i*G + g).
 
     ``batch``: left-padded ``input_ids`` / ``attention_mask`` (B0, L) plus the model's other
     inputs for those prompts (``point_clouds`` (B0, N, C), ``pixel_values``,
     ``image_grid_thw`` (B0, 3), optional ``mm_token_type_ids``). Works for the PointVL
-    policy, any Qwen2.5-VL-style model and any causal LM whose forward takes ``cache``.
+    policy, any Qwen2.5-VL-style model and any causal LM whose forward takes ``cache``;
+    ``lean=False`` forces the model's own modules at every step (``_ModuleStep``).
+    Rows stay in the batch after their end-of-turn until a quarter of it has finished, then
+    leave it; the tokens they draw meanwhile are cut at the first end-of-turn.
     """
-    G = int(group_size)
+    G = int(num_generations)
     if G < 1:
-        raise ValueError(f"group_size={group_size}: expected >= 1")
+        raise ValueError(f"num_generations={num_generations}: expected >= 1")
+    T = sampling.max_new_tokens
     device = batch["input_ids"].device
     eos = torch.tensor(sampling.eos_token_ids, device=device)
     suppress = torch.tensor(sampling.suppress_tokens, device=device, dtype=torch.long)
     suppress = suppress if suppress.numel() else None
+    logits, next_pos, step_fn = _prefill(model, batch, G, T, lean)
+    B, bdim = logits.shape[0], next_pos.dim() - 2
 
-    # prefill: the full forward once per prompt, with the positions generate would use
-    position_ids = _prompt_positions(model, batch)  # (B0, L) or (4, B0, L)
-    am = batch["attention_mask"]  # (B0, L)
-    if bool((am == 1).all()):
-        am = None  # no padding: generate drops the mask (causal attention without one)
-    prefill = {**batch, "attention_mask": am}
-    out = model(**prefill, position_ids=position_ids, use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    logits = out.logits[:, -1, :]  # (B0, V)
-    # each new token: the previous position + 1 in every row of the positions (generate's rule)
-    next_pos = position_ids[..., -1:] + 1  # (B0, 1) or (4, B0, 1)
-    bdim = next_pos.dim() - 2  # the batch dimension of the positions
-    if G > 1:
-        cache.batch_repeat_interleave(G)
-        logits = logits.repeat_interleave(G, 0)
-        am = am.repeat_interleave(G, 0) if am is not None else None
-        next_pos = next_pos.repeat_interleave(G, bdim)
-    B = logits.shape[0]
-
-    active = torch.arange(B, device=device)  # rows still decoding (indices into the B rows)
-    ids = [[] for _ in range(B)]
-    lps = [[] for _ in range(B)] if return_logprobs else None
-    for step in range(sampling.max_new_tokens):
+    rows = torch.arange(B, device=device)  # batch row -> completion index
+    finished = torch.zeros(B, dtype=torch.bool, device=device)  # per completion
+    ids = torch.full((B, T), sampling.pad_token_id, dtype=torch.long, device=device)
+    lps = torch.zeros((B, T), device=device) if return_logprobs else None
+    steps = 0
+    for step in range(T):
         scores = _scores(logits, sampling, suppress)  # (b, V)
-        if sampling.do_sample:
-            probs = torch.softmax(scores, dim=-1)  # (b, V)
-            # torch.multinomial(p, 1) == argmax(p / q), q ~ Exp(1) drawn for the whole batch
-            q = torch.empty((B, probs.shape[1]), device=device).exponential_(1)  # (B, V)
-            tok = (probs / q[active]).argmax(-1)  # (b,)
-        else:
-            tok = scores.argmax(-1)  # (b,)
+        tok = _draw(scores, sampling, rows, B)  # (b,)
+        ids[rows, step] = tok
         if return_logprobs:
-            lp = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0].tolist()  # (b,)
-        done = torch.isin(tok, eos)  # (b,)
-        for j, (row, t) in enumerate(zip(active.tolist(), tok.tolist())):
-            ids[row].append(t)
-            if return_logprobs:
-                lps[row].append(lp[j])
-        if bool(done.all()) or step + 1 == sampling.max_new_tokens:
+            lps[rows, step] = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0]
+        finished[rows] |= torch.isin(tok, eos)
+        steps = step + 1
+        done_here = int(finished[rows].sum())
+        if done_here == rows.numel() or steps == T:
             break
-        keep = ~done
-        if not bool(keep.all()):  # finished rows leave the batch
-            sel = keep.nonzero()[:, 0]  # (b',)
-            cache.batch_select_indices(sel)
-            active, tok = active[sel], tok[sel]
-            next_pos = next_pos.index_select(bdim, sel)
-            am = am[sel] if am is not None else None
-        if am is not None:
-            am = torch.cat([am, am.new_ones(am.shape[0], 1)], dim=1)  # (b, L + t + 1)
-        logits = _decode_step(model, tok, am, next_pos, cache)  # (b, V)
+        if done_here >= max(1, rows.numel() // 4):  # a quarter finished: they leave
+            sel = (~finished[rows]).nonzero()[:, 0]  # (b',)
+            step_fn.select(sel)
+            rows, tok, next_pos = rows[sel], tok[sel], next_pos.index_select(bdim, sel)
+        logits = step_fn(tok, next_pos)  # (b, V)
         next_pos = next_pos + 1
-    return Decoded(ids=ids, logprobs=lps)
+    eos_ids = sampling.eos_token_ids
+    out_ids = [_trim(r, eos_ids) for r in ids[:, :steps].tolist()]
+    out_lps = None
+    if return_logprobs:
+        out_lps = [r[: len(i)] for r, i in zip(lps[:, :steps].tolist(), out_ids)]
+    return Decoded(ids=out_ids, logprobs=out_lps)
 
 
-def hf_generate(model, batch: dict, sampling: Sampling, group_size: int = 1) -> Decoded:
+def hf_generate(model, batch: dict, sampling: Sampling, num_generations: int = 1) -> Decoded:
     """The same completions through Hugging Face's ``generate`` on the expanded batch (the
     reference ``decode`` is tested against, and the benchmark's baseline)."""
-    G = int(group_size)
+    G = int(num_generations)
     expanded = {k: _repeat_rows(k, v, G, batch) for k, v in batch.items()}
     L = expanded["input_ids"].shape[1]
     out = model.generate(

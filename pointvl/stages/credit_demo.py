@@ -34,7 +34,7 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
     group = demo_group(cfg.seed, schema.quant_bins, schema.num_keypoints, cfg.tokenizer_corpus,
                        cfg.vocab_size, credit=credit, variants=tuple(VARIANTS))  # fmt: skip
     step, tok, ids_list = group.step, group.tokenizer, group.token_ids
-    completions, G = group.completions, group.group_size
+    completions, G = group.completions, group.num_generations
     field_ids, mask = step.field_ids, step.mask
     scores, parsed = step.scored.scores, step.scored.parsed
     adv = {v: a.masked_fill(~mask, float("nan")) for v, a in step.advantages.items()}
@@ -80,7 +80,7 @@ def run(cfg: CreditDemoConfig, schema: SchemaConfig) -> dict:
 def _metrics(step) -> dict:
     """Facts a reader can check in the figure, computed from the tensors."""
     field_ids, mask = step.field_ids, step.mask
-    out: dict = {"group_size": int(field_ids.shape[0]), "tokens": int(mask.sum())}
+    out: dict = {"num_generations": int(field_ids.shape[0]), "tokens": int(mask.sum())}
     for k, name in enumerate(GEOMETRIC_FIELDS):
         out[f"tokens/{name}"] = int((field_ids == k + 1).sum())
     out["tokens/background"] = int((mask & (field_ids == 0)).sum())

@@ -219,7 +219,7 @@ def write_heatmap(
     fig = advantage_figure(panels, fids, tokens, labels, title=title)
     write_figure(fig, out / "routed_advantages_real.html", div_id="routed-advantages")
     advantage_png(out / "routed_advantages_real.png", panels, fids, labels, title=title)
-    meta = {"policy_checkpoint": ckpt, "group_size": G, "temperature": cfg.temperature,
+    meta = {"policy_checkpoint": ckpt, "num_generations": G, "temperature": cfg.temperature,
             "seed": cfg.seed, "lam": cfg.lam, "background": cfg.background}  # fmt: skip
     data = rg.group_json(step, tokens, sample, meta)
     (out / "routed_group.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -154,7 +154,7 @@ def _validation(cfg: RLConfig, trainer, processor, schema: SchemaConfig, logger)
         scoring_of(cfg, schema.quant_bins, schema.num_keypoints),
         rollout_sampling(cfg, processor),
         processor.tokenizer,
-        group_size=cfg.val_generations,
+        num_generations=cfg.val_generations,
         every=cfg.val_every,
         logger=logger,
     )

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 
-def parse_variance_share(seq: np.ndarray, parse_ok: np.ndarray, group_size: int) -> dict:
+def parse_variance_share(seq: np.ndarray, parse_ok: np.ndarray, num_generations: int) -> dict:
     """Within-group variance of ``seq`` (B,) and the share explained by ``parse_ok`` (B,)."""
-    r = np.asarray(seq, float).reshape(-1, group_size)  # (B/G, G)
-    ok = np.asarray(parse_ok, bool).reshape(-1, group_size)  # (B/G, G)
+    r = np.asarray(seq, float).reshape(-1, num_generations)  # (B/G, G)
+    ok = np.asarray(parse_ok, bool).reshape(-1, num_generations)  # (B/G, G)
     mean_g = r.mean(1, keepdims=True)  # (B/G, 1)
     total = float(((r - mean_g) ** 2).sum())
     between = 0.0
@@ -52,7 +52,7 @@ def temperature_scan(
     samples: Sequence[Mapping],
     targets: Sequence[Mapping],
     temperatures: Sequence[float],
-    group_size: int,
+    num_generations: int,
     max_new_tokens: int,
     scoring,
     seed: int = 0,
@@ -77,9 +77,9 @@ def temperature_scan(
         ids = []
         for i in range(0, len(samples), prompts_per_batch):
             batch = processor.batch(list(samples[i : i + prompts_per_batch]), with_target=False)
-            ids += decode(model, batch, sampling, group_size).ids
+            ids += decode(model, batch, sampling, num_generations).ids
         texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        scored = score(texts, [t for t in targets for _ in range(group_size)], scoring)
+        scored = score(texts, [t for t in targets for _ in range(num_generations)], scoring)
         ok = np.array([p.ok for p in scored.parsed])
         seq = scored.scores["seq"]
         out[f"{T:g}"] = {
@@ -88,7 +88,7 @@ def temperature_scan(
             "seq_mean": float(seq.mean()),
             "field_reward_mean": float(scored.scores["per_field_rewards"].mean()),
             "mean_tokens": float(np.mean([len(x) for x in ids])),
-            **parse_variance_share(seq, ok, group_size),
+            **parse_variance_share(seq, ok, num_generations),
         }
     return out
 

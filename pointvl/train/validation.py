@@ -76,7 +76,7 @@ class ValidationSampler(TrainerCallback):
         scoring: Scoring,
         sampling,
         tokenizer,
-        group_size: int,
+        num_generations: int,
         every: int,
         logger,
         seed: int = 0,
@@ -85,13 +85,18 @@ class ValidationSampler(TrainerCallback):
             raise ValueError(f"ValidationSampler.every={every}: expected >= 1")
         self.trainer, self.val, self.scoring = trainer, val, scoring
         self.sampling, self.tokenizer = sampling, tokenizer
-        self.group_size, self.every, self.logger, self.seed = group_size, every, logger, seed
+        self.num_generations, self.every, self.logger, self.seed = (
+            num_generations,
+            every,
+            logger,
+            seed,
+        )
         self._done: set[int] = set()
 
     def run(self, step: int) -> dict:
         """Sample, score and log the validation set at ``step`` (all processes take part)."""
         tr = self.trainer
-        G = self.group_size
+        G = self.num_generations
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         ids: list[list[int]] = []
         with (

@@ -28,7 +28,7 @@ def field_advantages_html(group) -> Html:
     """Eq. (9) on the group: Â_{i,k} per field, plus Â_seq and Â_rpc."""
     from pointvl.credit import standardize_in_groups
 
-    G = group.group_size
+    G = group.num_generations
     fa = standardize_in_groups(group.scores["per_field_rewards"], G).numpy()  # (B, F)
     seq = standardize_in_groups(group.scores["seq"], G).numpy()  # (B,)
     rpc = standardize_in_groups(group.scores["rpc"], G).numpy()  # (B,)
@@ -83,7 +83,7 @@ def lambda_slider_figure(group, lams: Sequence[float]):
 
     from pointvl.credit import background_advantages, rpc_shaped_background
 
-    G, labels = group.group_size, _labels(group)
+    G, labels = group.num_generations, _labels(group)
     bg = background_advantages(group.scores["seq"], G)  # (B,)
     rpc = group.scores["rpc"]
     per_lam = [rpc_shaped_background(bg, rpc, G, float(lam)).numpy() for lam in lams]

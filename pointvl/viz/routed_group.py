@@ -44,7 +44,7 @@ def sample_group(
     )
     batch = to_model_device(model, processor.batch([dict(sample)], with_target=False))
     torch.manual_seed(seed)
-    return decode(model, batch, sampling, group_size=G).ids
+    return decode(model, batch, sampling, num_generations=G).ids
 
 
 def route_group(
