@@ -321,13 +321,24 @@ class OneOf:
             raise ConfigError(f"{where}={value!r}: expected one of {list(self.choices)}")
 
 
-UnitInterval = Annotated[float, Range(ge=0.0, le=1.0)]
+UNIT_RANGE = Range(ge=0.0, le=1.0)
+"""[0, 1]: the one definition behind ``UnitInterval`` and ``check_unit_interval``."""
+UnitInterval = Annotated[float, UNIT_RANGE]
 """A number in [0, 1], e.g. λ of Eq. (14)."""
 PositiveInt = Annotated[int, Range(ge=1)]
 NonNegativeInt = Annotated[int, Range(ge=0)]
 PositiveFloat = Annotated[float, Range(gt=0.0)]
 TokenBudget = Annotated[int, Range(ge=1)] | Annotated[str, OneOf("auto")]
 """A generation length: an integer >= 1, or ``auto`` (derived: ``pointvl.budget``)."""
+
+
+def check_unit_interval(where: str, value: Any, error: type[ValueError] = ConfigError) -> None:
+    """Raise ``error`` naming ``where`` and ``value`` unless ``value`` lies in [0, 1]
+    (``UNIT_RANGE``; NaN does not): the ``UnitInterval`` check for values that do not come
+    through ``from_dict`` (``validate`` / ``__post_init__`` of a dataclass, an argument)."""
+    if not UNIT_RANGE.ge <= value <= UNIT_RANGE.le:
+        raise error(f"{where}={value!r}: expected a number {UNIT_RANGE.describe()}")
+
 
 _FLOAT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from pointvl.config import check_unit_interval
 from pointvl.schema import GEOMETRIC_FIELDS
 
 BACKGROUND_MODES = ("seq", "zero")
@@ -206,8 +207,7 @@ def rpc_shaped_background(
     but the equation was lost; we read it as a convex combination. λ must lie in [0, 1];
     λ = 0 returns ``background`` unchanged (GRCA), λ = 1 replaces it by Â_rpc.
     """
-    if not 0.0 <= float(lam) <= 1.0:
-        raise ValueError(f"RPC mixing weight lam must lie in [0, 1], got {lam}")
+    check_unit_interval("rpc_shaped_background lam", float(lam), ValueError)
     bg = torch.as_tensor(background)
     rpc = torch.as_tensor(rpc_rewards)
     if bg.dim() != 1 or rpc.shape != bg.shape:
@@ -310,8 +310,7 @@ class CreditConfig:
             raise ValueError(
                 f"CreditConfig.background={self.background!r}; accepted: {BACKGROUND_MODES}"
             )
-        if not 0.0 <= float(self.lam) <= 1.0:
-            raise ValueError(f"CreditConfig.lam must lie in [0, 1], got {self.lam}")
+        check_unit_interval("CreditConfig.lam", float(self.lam), ValueError)
         if self.eps < 0:
             raise ValueError(f"CreditConfig.eps must be >= 0, got {self.eps}")
 

@@ -250,48 +250,57 @@ def _view_columns(row, points, kpt_idx, depth, camera, mesh, cfg, quant_bins) ->
     }
 
 
-def make_instance(
-    spec: InstanceSpec,
-    cfg: BuildDatasetConfig,
-    quant_bins: int,
-    option_pool: list[str] | None = None,
-) -> dict[str, Any]:
-    """Everything about one object: a row of the dataset (continuous geometry + targets).
+def _instance_mesh(spec: InstanceSpec, rng: np.random.Generator) -> tuple:
+    """The normalised mesh of ``spec`` and its normalisation: (mesh, centre (3,), scale).
 
-    ``option_pool``: categories the multiple-choice question draws distractors from
-    (default: ``cfg.category_list()``).
+    Procedural: the category's family drawn from ``rng`` (its first draws); ShapeNet: the
+    model loaded from disk (raises ``MeshSkip``), ``rng`` untouched.
     """
-    rng = np.random.default_rng(spec.seed)
     if spec.model is None:
         raw = shapes.FAMILIES[spec.category](rng)
         mesh, centre, scale = shapes.normalize(raw)
     else:
         mesh, centre, scale = shapenet.load_mesh(spec.model)  # raises MeshSkip
-    uid = spec_uid(spec)
-    points = sample_points(mesh, cfg.num_points, spec.seed, cfg.poisson_init_factor, cfg.normal_knn)
+    return mesh, centre, scale
+
+
+def _render_instance(mesh, cfg: BuildDatasetConfig, category: str, rng, uid: str) -> tuple:
+    """Draw the camera, then the material, from ``rng`` and render ``mesh``: (camera, out).
+
+    ``out.mask`` (H, W) bool, ``out.depth`` (H, W) z-depth. An empty render raises
+    ``MeshSkip("degenerate")``.
+    """
     camera = sample_camera(
-        spec.category, rng, cfg.image_size, cfg.fov_deg,
+        category, rng, cfg.image_size, cfg.fov_deg,
         (cfg.elevation_min_deg, cfg.elevation_max_deg),
     )  # fmt: skip
     out = RENDERERS[cfg.renderer]().render(mesh, camera, Material.for_mesh(mesh, rng))
     if not out.mask.any():
         raise shapenet.MeshSkip("degenerate", f"{uid}: empty render")
-    rgb = identity_appearance(out, "")
+    return camera, out
+
+
+def _instance_labels(mesh, points, camera, mask, cfg, quant_bins, rng, pool) -> tuple:
+    """Keypoints and labels: (kpt_idx (m,), geo, description, qas, targets).
+
+    ``points`` (N, 6); ``kpt_idx`` indexes the farthest-point-sampled keypoints; ``geo`` the
+    2D / 3D geometry labels (``annotate.geometry_labels``); ``qas`` (type, question, answer)
+    triples drawn from ``rng`` with distractors from ``pool``; one target string per answer.
+    """
     kpt_idx = farthest_point_sampling(points[:, :3], cfg.num_keypoints)
-    geo = annotate.geometry_labels(points, kpt_idx, camera, out.mask)
+    geo = annotate.geometry_labels(points, kpt_idx, camera, mask)
     description = annotate.describe(mesh, geo["bbox3d"], camera)
-    pool = option_pool or cfg.category_list()
     qas = annotate.question_answers(mesh, geo["bbox3d"], camera, rng, pool)
     targets = [
         format_target({**geo, "answer": a, "description": description}, quant_bins)
         for _, _, a in qas
     ]
-    row = {
-        "uid": uid,
-        "split": spec.split,
-        "index": spec.index,
-        "category": spec.category,
-        "points": points.reshape(-1),
+    return kpt_idx, geo, description, qas, targets
+
+
+def _camera_columns(camera, out, rgb: np.ndarray, cfg: BuildDatasetConfig) -> dict:
+    """The image, mask, depth and camera columns of a row (K (9,), R (9,), t (3,))."""
+    return {
         "image_png": _png(rgb),
         "mask_png": _png(out.mask),
         "depth_png": _depth_png(out.depth, cfg.store_depth),
@@ -302,8 +311,12 @@ def make_instance(
         "height": camera.height,
         "azimuth_deg": camera.azimuth_deg,
         "elevation_deg": camera.elevation_deg,
-        "norm_center": np.asarray(centre, np.float64),
-        "norm_scale": float(scale),
+    }
+
+
+def _label_columns(mesh, geo: dict, description: str, qas: list, targets: list[str]) -> dict:
+    """The label, language and part columns of a row (kpts2d (2m,), kpts3d (3m,))."""
+    return {
         "bbox2d": geo["bbox2d"],
         "bbox3d": geo["bbox3d"],
         "kpts2d": geo["kpts2d"].reshape(-1),
@@ -316,6 +329,41 @@ def make_instance(
         "parts": list(mesh.part_names),
         "part_counts": list(mesh.part_counts),
         "attributes": json.dumps(mesh.attributes, sort_keys=True),
+    }
+
+
+def make_instance(
+    spec: InstanceSpec,
+    cfg: BuildDatasetConfig,
+    quant_bins: int,
+    option_pool: list[str] | None = None,
+) -> dict[str, Any]:
+    """Everything about one object: a row of the dataset (continuous geometry + targets).
+
+    ``option_pool``: categories the multiple-choice question draws distractors from
+    (default: ``cfg.category_list()``). The instance's ``rng`` is drawn in a fixed order:
+    mesh family, camera, material, questions.
+    """
+    rng = np.random.default_rng(spec.seed)
+    mesh, centre, scale = _instance_mesh(spec, rng)
+    uid = spec_uid(spec)
+    points = sample_points(mesh, cfg.num_points, spec.seed, cfg.poisson_init_factor, cfg.normal_knn)
+    camera, out = _render_instance(mesh, cfg, spec.category, rng, uid)
+    rgb = identity_appearance(out, "")
+    pool = option_pool or cfg.category_list()
+    kpt_idx, geo, description, qas, targets = _instance_labels(
+        mesh, points, camera, out.mask, cfg, quant_bins, rng, pool
+    )
+    row = {
+        "uid": uid,
+        "split": spec.split,
+        "index": spec.index,
+        "category": spec.category,
+        "points": points.reshape(-1),  # (N * 6,)
+        **_camera_columns(camera, out, rgb, cfg),
+        "norm_center": np.asarray(centre, np.float64),
+        "norm_scale": float(scale),
+        **_label_columns(mesh, geo, description, qas, targets),
     }
     if cfg.task == "view":  # the visible cloud is the back-projection of the stored depth
         depth = np.round(out.depth * DEPTH_SCALE) / DEPTH_SCALE
@@ -694,6 +742,58 @@ def _manifest(cfg, p: Plan, profile, quant_bins, writer, hist, skipped, rpc, tmp
 
 
 # ----------------------------------------------------------------------------- the build
+def _view_stat(row: dict, num_points: int) -> tuple:
+    """One row's view statistics: (clamped, padded, visible pixels, occluded keypoint share)."""
+    return (
+        row["view_clamped"],
+        row["visible_pixels"] < num_points,
+        row["visible_pixels"],
+        1.0 - float(np.mean(row["kpts3d_visible"])),
+    )
+
+
+def _write_rows(cfg: BuildDatasetConfig, p: Plan, run, skipped: Counter, bar, writer) -> tuple:
+    """Build every planned row and write it to its split's shards (all flushed at the end).
+
+    Returns (hist, rpc, view_stats): per split a ``Counter`` of categories, each row's
+    ground-truth reprojection IoU, and (``task: view``) each row's ``_view_stat``.
+    """
+    hist: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    rpc: list[float] = []
+    view_stats: list[tuple] = []
+    for spec, row in built_rows(cfg, p, run, skipped, bar):
+        hist[spec.split][spec.category] += 1
+        rpc.append(_gt_rpc(row))
+        if cfg.task == "view":
+            view_stats.append(_view_stat(row, cfg.num_points))
+        writer.add(spec.split, row)
+    for split in SPLITS:
+        writer.flush(split)
+    return hist, rpc, view_stats
+
+
+def _build_metrics(
+    cfg: BuildDatasetConfig, manifest: dict, profile: str, skipped: Counter, elapsed: float
+) -> dict:
+    """The stage's metrics: counts, skips, throughput over ``elapsed`` seconds, hashes."""
+    done = sum(m["count"] for m in manifest["splits"].values())
+    return {
+        "profile": profile,
+        "instances": done,
+        "train": manifest["splits"]["train"]["count"],
+        "test": manifest["splits"]["test"]["count"],
+        "skipped": manifest["skipped"],
+        "skipped_total": sum(skipped.values()),
+        **({"ignored": manifest["ignored"]} if "ignored" in manifest else {}),
+        "seconds": round(elapsed, 3),
+        "instances_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
+        "instances_per_s_per_core": round(done / elapsed / cfg.workers, 3) if elapsed > 0 else None,
+        "workers": cfg.workers,
+        "gt_rpc_mean": manifest["gt_rpc_mean"],
+        "content_hash": manifest["content_hash"],
+    } | ({"view": manifest["view"]} if "view" in manifest else {})
+
+
 def build(
     cfg: BuildDatasetConfig,
     out_dir: str | os.PathLike,
@@ -716,46 +816,17 @@ def build(
     t0 = time.perf_counter()
     p = plan(cfg)
     skipped: Counter = Counter()
-    hist: dict[str, Counter] = {s: Counter() for s in SPLITS}
-    rpc: list[float] = []
-    view_stats: list[tuple] = []
     bar = tqdm(total=len(p.specs), desc="build_dataset", disable=not progress, mininterval=1)
     # built in a temporary folder that replaces ``out`` only when complete (pointvl.io)
     with atomic_dir(out) as tmp, bar, _mapper(cfg, quant_bins, p.option_pool) as run:
         writer = ShardWriter(tmp, _schema(cfg), cfg.shard_size)
-        for spec, row in built_rows(cfg, p, run, skipped, bar):
-            hist[spec.split][spec.category] += 1
-            rpc.append(_gt_rpc(row))
-            if cfg.task == "view":
-                view_stats.append(
-                    (row["view_clamped"], row["visible_pixels"] < cfg.num_points,
-                     row["visible_pixels"], 1.0 - float(np.mean(row["kpts3d_visible"])))
-                )  # fmt: skip
-            writer.add(spec.split, row)
-        for split in SPLITS:
-            writer.flush(split)
+        hist, rpc, view_stats = _write_rows(cfg, p, run, skipped, bar, writer)
         check_counts(cfg, hist, skipped)
         manifest = _manifest(cfg, p, profile, quant_bins, writer, hist, skipped, rpc, tmp)
         if cfg.task == "view":
             manifest["view"] = _view_summary(view_stats)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    elapsed = time.perf_counter() - t0
-    done = sum(m["count"] for m in manifest["splits"].values())
-    return {
-        "profile": profile,
-        "instances": done,
-        "train": manifest["splits"]["train"]["count"],
-        "test": manifest["splits"]["test"]["count"],
-        "skipped": manifest["skipped"],
-        "skipped_total": sum(skipped.values()),
-        **({"ignored": manifest["ignored"]} if "ignored" in manifest else {}),
-        "seconds": round(elapsed, 3),
-        "instances_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
-        "instances_per_s_per_core": round(done / elapsed / cfg.workers, 3) if elapsed > 0 else None,
-        "workers": cfg.workers,
-        "gt_rpc_mean": manifest["gt_rpc_mean"],
-        "content_hash": manifest["content_hash"],
-    } | ({"view": manifest["view"]} if "view" in manifest else {})
+    return _build_metrics(cfg, manifest, profile, skipped, time.perf_counter() - t0)
 
 
 def build_instances(cfg: BuildDatasetConfig, quant_bins: int, uids: list[str]) -> list[dict]:

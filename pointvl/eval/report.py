@@ -132,6 +132,70 @@ def _tex_escape(s: str) -> str:
     return "".join(repl.get(c, c) for c in s)
 
 
+def _default_metrics(rows_ours: Mapping, paper_rows: Mapping) -> list[str]:
+    """The paper's metrics in first-seen order, then any others of ours."""
+    metrics: list[str] = []
+    for table in (paper_rows, rows_ours):
+        for row in table.values():
+            metrics += [m for m in (row or {}) if m not in metrics]
+    return metrics
+
+
+def _markdown(name, caption, header, body, notes, paper_columns: bool) -> str:
+    """The Markdown table: title, a sentence on whose numbers the columns hold, rows, notes."""
+    md = [f"# {caption or name}", ""]
+    if paper_columns:
+        md.append("Columns marked (paper) are the numbers the paper reports, copied from "
+                  "`paper/reported.yaml`; they are not ours. " + OURS_SUFFIX + " columns are "
+                  "this pipeline's test-set numbers with a 95% bootstrap CI over samples.")  # fmt: skip
+    else:
+        md.append("The paper reports no numbers for this table: every column is ours.")
+    md += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    if notes:
+        md += ["", *[f"- {n}" for n in notes]]
+    return "\n".join(md) + "\n"
+
+
+_CSV_HEADER = ["system", "metric", "source", "mean", "ci_lo", "ci_hi", "std_over_seeds",
+              "n_seeds", "status"]  # fmt: skip
+"""Columns of the long-form CSV: one value per line, its source explicit."""
+
+
+def _csv(systems: Sequence[str], metrics: Sequence[str], rows_ours, paper_rows) -> str:
+    """The long-form CSV: per system and metric an "ours" line, and a "paper" line for the
+    paper's systems (``_CSV_HEADER`` columns)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(_CSV_HEADER)
+    for s in systems:
+        for m in metrics:
+            d = _ours((rows_ours.get(s) or {}).get(m))
+            if d is None:
+                w.writerow([s, m, "ours", "", "", "", "", "", NO_RUN])
+            else:
+                w.writerow([s, m, "ours", d["mean"], d["lo"], d["hi"],
+                            d["std"] if _finite(d["std"]) else "", d["n_seeds"] or "", "ok"])  # fmt: skip
+            p = (paper_rows.get(s) or {}).get(m)
+            if s in paper_rows:
+                w.writerow([s, m, "paper", p if _finite(p) else "", "", "", "", "",
+                            "ok" if _finite(p) else NOT_REPORTED])  # fmt: skip
+    return buf.getvalue()
+
+
+def _latex(name, caption, header, body, notes, n_metrics: int, paper_columns: bool) -> str:
+    """The LaTeX tabular (booktabs), with the caption and notes as comments."""
+    tex = [f"% {name}: (paper) columns are the paper's reported numbers, not ours.",
+           r"\begin{tabular}{l" + ("cc" if paper_columns else "c") * n_metrics + "}", r"\toprule",
+           " & ".join(_tex_escape(h) for h in header) + r" \\", r"\midrule"]  # fmt: skip
+    tex += [" & ".join(_tex_escape(c) for c in row) + r" \\" for row in body]
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        tex.insert(1, f"% {caption}")
+    tex += [f"% {n}" for n in notes]
+    return "\n".join(tex) + "\n"
+
+
 def write_table(
     name: str,
     rows_ours: Mapping[str, Mapping[str, Any]],
@@ -160,67 +224,15 @@ def write_table(
     if not paper_columns and paper_rows:
         raise ValueError("write_table: paper_columns=False but paper_rows given")
     if metrics is None:
-        metrics = []
-        for table in (paper_rows, rows_ours):
-            for row in table.values():
-                metrics += [m for m in (row or {}) if m not in metrics]
+        metrics = _default_metrics(rows_ours, paper_rows)
     header, body = _grid(rows_ours, paper_rows, metrics, digits, paper_columns)
     out_dir = Path(out_dir)
-    paths = {}
-
-    # Markdown
-    md = [f"# {caption or name}", ""]
-    if paper_columns:
-        md.append("Columns marked (paper) are the numbers the paper reports, copied from "
-                  "`paper/reported.yaml`; they are not ours. " + OURS_SUFFIX + " columns are "
-                  "this pipeline's test-set numbers with a 95% bootstrap CI over samples.")  # fmt: skip
-    else:
-        md.append("The paper reports no numbers for this table: every column is ours.")
-    md += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-    if notes:
-        md += ["", *[f"- {n}" for n in notes]]
-    paths["md"] = atomic_write_text(out_dir / f"{name}.md", "\n".join(md) + "\n")
-
-    # CSV: one value per line, its source explicit
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "system",
-            "metric",
-            "source",
-            "mean",
-            "ci_lo",
-            "ci_hi",
-            "std_over_seeds",
-            "n_seeds",
-            "status",
-        ]
-    )
+    md = _markdown(name, caption, header, body, notes, paper_columns)
+    paths = {"md": atomic_write_text(out_dir / f"{name}.md", md)}
     systems = [row[0] for row in body]
-    for s in systems:
-        for m in metrics:
-            d = _ours((rows_ours.get(s) or {}).get(m))
-            if d is None:
-                w.writerow([s, m, "ours", "", "", "", "", "", NO_RUN])
-            else:
-                w.writerow([s, m, "ours", d["mean"], d["lo"], d["hi"],
-                            d["std"] if _finite(d["std"]) else "", d["n_seeds"] or "", "ok"])  # fmt: skip
-            p = (paper_rows.get(s) or {}).get(m)
-            if s in paper_rows:
-                w.writerow([s, m, "paper", p if _finite(p) else "", "", "", "", "",
-                            "ok" if _finite(p) else NOT_REPORTED])  # fmt: skip
-    paths["csv"] = atomic_write_text(out_dir / f"{name}.csv", buf.getvalue())
-
-    # LaTeX
-    tex = [f"% {name}: (paper) columns are the paper's reported numbers, not ours.",
-           r"\begin{tabular}{l" + ("cc" if paper_columns else "c") * len(metrics) + "}", r"\toprule",
-           " & ".join(_tex_escape(h) for h in header) + r" \\", r"\midrule"]  # fmt: skip
-    tex += [" & ".join(_tex_escape(c) for c in row) + r" \\" for row in body]
-    tex += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        tex.insert(1, f"% {caption}")
-    tex += [f"% {n}" for n in notes]
-    paths["tex"] = atomic_write_text(out_dir / f"{name}.tex", "\n".join(tex) + "\n")
+    paths["csv"] = atomic_write_text(
+        out_dir / f"{name}.csv", _csv(systems, metrics, rows_ours, paper_rows)
+    )
+    tex = _latex(name, caption, header, body, notes, len(metrics), paper_columns)
+    paths["tex"] = atomic_write_text(out_dir / f"{name}.tex", tex)
     return paths

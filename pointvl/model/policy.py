@@ -45,6 +45,11 @@ from pointvl.model.config import PointVLConfig
 from pointvl.model.fusion import GeometryGuidedCrossAttention, PointProjector
 from pointvl.model.point_bert import LoadReport, PointBertEncoder, load_point_bert_state_dict
 
+_HEAD_ONLY_KWARGS = frozenset(
+    {"labels", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "logits_to_keep"}
+)
+"""Arguments of the full forward (LM head, loss, videos) that ``return_hidden`` leaves out."""
+
 
 class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
     """Qwen2.5-VL with Point-BERT point tokens fused with image tokens (Eqs. 2-4).
@@ -147,6 +152,78 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             mask[b, : t.shape[0]] = True
         return tokens, mask
 
+    def _point_slots(self, input_ids, point_clouds: torch.Tensor, sample_index) -> torch.Tensor:
+        """Check the point inputs against ``input_ids`` (B, L) and return the
+        ``<|point_pad|>`` slots (B, L) bool; ``ValueError`` names what does not fit."""
+        if input_ids is None:
+            raise ValueError("point_clouds needs input_ids (to find the <|point_pad|> slots)")
+        B = input_ids.shape[0]
+        U = B if sample_index is None else int(sample_index.max()) + 1
+        if sample_index is not None and tuple(sample_index.shape) != (B,):
+            raise ValueError(f"sample_index: expected ({B},), got {tuple(sample_index.shape)}")
+        if point_clouds.ndim != 3 or point_clouds.shape[0] < U:
+            raise ValueError(f"point_clouds: expected ({U}, N, D), got {tuple(point_clouds.shape)}")
+        point_slots = input_ids == self.config.point_token_id  # (B, L)
+        per_row = point_slots.sum(-1)  # (B,)
+        P = self.config.num_point_tokens
+        if not bool((per_row == P).all()):
+            raise ValueError(
+                f"each row must hold {P} <|point_pad|> tokens (CLS + G groups), "
+                f"got {per_row.tolist()}"
+            )
+        return point_slots
+
+    def _encode_image_once(self, pixel_values, image_grid_thw, mm_encoder_outputs):
+        """Run the vision tower (unless ``mm_encoder_outputs`` holds the image already) and hand
+        its output to Qwen in ``mm_encoder_outputs["image"]``, so the image is encoded once for
+        Qwen and the fusion. Returns (pixel_values, None once encoded; mm_encoder_outputs)."""
+        if pixel_values is not None and (mm_encoder_outputs or {}).get("image") is None:
+            image_out = self.model.get_image_features(
+                pixel_values, image_grid_thw, return_dict=True
+            )
+            mm_encoder_outputs = {**(mm_encoder_outputs or {}), "image": image_out}
+            pixel_values = None  # encoded once; Qwen scatters mm_encoder_outputs["image"]
+        return pixel_values, mm_encoder_outputs
+
+    def _row_point_embeds(self, point_clouds, mm_encoder_outputs, sample_index, image_grid_thw):
+        """E (Eqs. 2-4) of the U samples of ``point_clouds`` (U, N, D) fused with their image
+        tokens, then (with ``sample_index`` (B,)) gathered per row: E, images and
+        ``image_grid_thw`` go from U samples to B rows. Returns (E (B, P, d_lm), image_grid_thw)."""
+        image_tokens = image_mask = None
+        if (mm_encoder_outputs or {}).get("image") is not None:
+            per_image = tuple(mm_encoder_outputs["image"].pooler_output)  # U or B images
+            image_tokens, image_mask = self._pad_image_tokens(per_image, point_clouds.shape[0])
+        point_embeds = self.get_point_features(point_clouds, image_tokens, image_mask)
+        if sample_index is not None:  # U samples -> B rows (images, positions, points)
+            rows = sample_index.tolist()
+            mm_encoder_outputs["image"].pooler_output = tuple(per_image[i] for i in rows)
+            image_grid_thw = image_grid_thw[sample_index]  # (B, 3)
+            point_embeds = point_embeds[sample_index]  # (B, P, d_lm)
+        return point_embeds, image_grid_thw
+
+    def _embed_points(
+        self, input_ids, inputs_embeds, pixel_values, image_grid_thw, mm_encoder_outputs,
+        point_clouds, sample_index,
+    ):  # fmt: skip
+        """The input embeddings (B, L, d_lm) with E (Eq. 4) at the ``<|point_pad|>`` slots.
+
+        Returns (inputs_embeds, pixel_values, image_grid_thw, mm_encoder_outputs) as Qwen's
+        forward takes them next (the image already encoded, rows expanded by ``sample_index``).
+        """
+        point_slots = self._point_slots(input_ids, point_clouds, sample_index)  # (B, L)
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, d_lm)
+        pixel_values, mm_encoder_outputs = self._encode_image_once(
+            pixel_values, image_grid_thw, mm_encoder_outputs
+        )
+        point_embeds, image_grid_thw = self._row_point_embeds(
+            point_clouds, mm_encoder_outputs, sample_index, image_grid_thw
+        )  # (B, P, d_lm), (B, 3)
+        inputs_embeds = inputs_embeds.masked_scatter(
+            point_slots[..., None], point_embeds.to(inputs_embeds.dtype)
+        )  # (B, L, d_lm), rows in order: row b receives point_embeds[b]
+        return inputs_embeds, pixel_values, image_grid_thw, mm_encoder_outputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -185,79 +262,23 @@ class PointVLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         without the LM head, for log-probs computed in chunks (``pointvl.train.logprobs``).
         """
         if point_clouds is not None:
-            if input_ids is None:
-                raise ValueError("point_clouds needs input_ids (to find the <|point_pad|> slots)")
-            B = input_ids.shape[0]
-            U = B if sample_index is None else int(sample_index.max()) + 1
-            if sample_index is not None and tuple(sample_index.shape) != (B,):
-                raise ValueError(f"sample_index: expected ({B},), got {tuple(sample_index.shape)}")
-            if point_clouds.ndim != 3 or point_clouds.shape[0] < U:
-                raise ValueError(
-                    f"point_clouds: expected ({U}, N, D), got {tuple(point_clouds.shape)}"
-                )
-            point_slots = input_ids == self.config.point_token_id  # (B, L)
-            per_row = point_slots.sum(-1)  # (B,)
-            P = self.config.num_point_tokens
-            if not bool((per_row == P).all()):
-                raise ValueError(
-                    f"each row must hold {P} <|point_pad|> tokens (CLS + G groups), "
-                    f"got {per_row.tolist()}"
-                )
-            if inputs_embeds is None:
-                inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, d_lm)
-            image_tokens = image_mask = None
-            if pixel_values is not None and (mm_encoder_outputs or {}).get("image") is None:
-                image_out = self.model.get_image_features(
-                    pixel_values, image_grid_thw, return_dict=True
-                )
-                mm_encoder_outputs = {**(mm_encoder_outputs or {}), "image": image_out}
-                pixel_values = None  # encoded once; Qwen scatters mm_encoder_outputs["image"]
-            if (mm_encoder_outputs or {}).get("image") is not None:
-                per_image = tuple(mm_encoder_outputs["image"].pooler_output)  # U or B images
-                image_tokens, image_mask = self._pad_image_tokens(per_image, point_clouds.shape[0])
-            point_embeds = self.get_point_features(point_clouds, image_tokens, image_mask)
-            if sample_index is not None:  # U samples -> B rows (images, positions, points)
-                rows = sample_index.tolist()
-                mm_encoder_outputs["image"].pooler_output = tuple(per_image[i] for i in rows)
-                image_grid_thw = image_grid_thw[sample_index]  # (B, 3)
-                point_embeds = point_embeds[sample_index]  # (B, P, d_lm)
-            inputs_embeds = inputs_embeds.masked_scatter(
-                point_slots[..., None], point_embeds.to(inputs_embeds.dtype)
-            )  # (B, L, d_lm), rows in order: row b receives point_embeds[b]
+            inputs_embeds, pixel_values, image_grid_thw, mm_encoder_outputs = self._embed_points(
+                input_ids, inputs_embeds, pixel_values, image_grid_thw, mm_encoder_outputs,
+                point_clouds, sample_index,
+            )  # fmt: skip
         if mm_token_type_ids is None and input_ids is not None and image_grid_thw is not None:
             mm_token_type_ids = self.mm_token_type_ids(input_ids)  # (B, L)
-        if return_hidden:
-            return self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=cache,
-                inputs_embeds=inputs_embeds,
-                use_cache=use_cache,
-                pixel_values=pixel_values,
-                image_grid_thw=image_grid_thw,
-                mm_token_type_ids=mm_token_type_ids,
-                mm_encoder_outputs=mm_encoder_outputs,
-                **kwargs,
-            )
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            pixel_values=pixel_values,
-            pixel_values_videos=pixel_values_videos,
-            image_grid_thw=image_grid_thw,
-            video_grid_thw=video_grid_thw,
-            mm_token_type_ids=mm_token_type_ids,
-            second_per_grid_ts=second_per_grid_ts,
-            logits_to_keep=logits_to_keep,
-            mm_encoder_outputs=mm_encoder_outputs,
-            **kwargs,
-        )
+        inputs = dict(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            cache=cache, inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache,
+            pixel_values=pixel_values, pixel_values_videos=pixel_values_videos,
+            image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids, second_per_grid_ts=second_per_grid_ts,
+            logits_to_keep=logits_to_keep, mm_encoder_outputs=mm_encoder_outputs, **kwargs,
+        )  # fmt: skip
+        if return_hidden:  # the language model alone: what the LM head would take
+            return self.model(**{k: v for k, v in inputs.items() if k not in _HEAD_ONLY_KWARGS})
+        return super().forward(**inputs)
 
     def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) token types for Qwen's M-RoPE: 1 at ``<|image_pad|>``, 0 elsewhere (text and

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pointvl.config import ConfigError, SchemaConfig, TokenBudget
+from pointvl.config import ConfigError, SchemaConfig, TokenBudget, check_unit_interval
 from pointvl.credit import BACKGROUND_MODES, CreditConfig
 from pointvl.io import read_jsonl, write_metrics
 from pointvl.stages._cli import Context, Stage
@@ -87,8 +87,7 @@ class FiguresConfig:
             raise ConfigError(f"figures.temperature={self.temperature}: expected > 0")
         if self.html_samples < 1:
             raise ConfigError(f"figures.html_samples={self.html_samples}: expected >= 1")
-        if not 0.0 <= self.lam <= 1.0:
-            raise ConfigError(f"figures.lam={self.lam}: expected a number in [0, 1]")
+        check_unit_interval("figures.lam", self.lam)
         if self.background not in BACKGROUND_MODES:
             raise ConfigError(
                 f"figures.background={self.background!r}: expected one of {BACKGROUND_MODES}"

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from pointvl.config import PROFILES, ConfigError, TokenBudget
+from pointvl.config import PROFILES, ConfigError, TokenBudget, check_unit_interval
 from pointvl.credit import ADVANTAGE_BUILDERS, BACKGROUND_MODES
 
 RL_VARIANTS = (*ADVANTAGE_BUILDERS, "sft_budget")
@@ -214,8 +214,7 @@ class RLConfig:
     def validate(self) -> None:
         if self.variant not in RL_VARIANTS:
             raise ConfigError(f"rl.variant={self.variant!r}: accepted values are {RL_VARIANTS}")
-        if not 0.0 <= float(self.lam) <= 1.0:
-            raise ConfigError(f"rl.lam={self.lam}: the RPC mixing weight must lie in [0, 1]")
+        check_unit_interval("rl.lam", float(self.lam))
         if self.num_generations < 2:
             raise ConfigError(
                 f"rl.num_generations={self.num_generations}: group size G must be >= 2 "

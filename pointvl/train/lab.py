@@ -264,30 +264,21 @@ def arm_setup(arm: str, task, num_fields: int) -> dict:
     return setups[arm]
 
 
-def run_arm(cfg: LabConfig, tok, base, arm: str, seed: int, out_dir: str) -> dict:
-    """One RL run; returns its held-out accuracy curve {"samples", "accuracy" (E, F)}."""
-    from datasets import Dataset
-    from transformers import TrainerCallback
+def _grpo_args(cfg: LabConfig, agg: str, seed: int, out_dir: str):
+    """TRL's ``GRPOConfig`` of one lab run: CPU, constant LR, no KL, no checkpoints;
+    ``prompts_per_step * num_generations`` completions per step, aggregated by ``agg``."""
     from trl import GRPOConfig
 
-    task = DigitTask(cfg.num_fields)
-    held_out = make_rows(cfg.eval_prompts, cfg.num_fields, seed=999_999)
-    train_rows = make_rows(
-        cfg.rl_steps * cfg.prompts_per_step * 2, cfg.num_fields, seed=1000 + seed
-    )
-    model = load_policy(cfg, tok, base)
-    setup = arm_setup(arm, task, cfg.num_fields)
-    per_step = cfg.prompts_per_step * cfg.num_generations
-    args = GRPOConfig(
+    return GRPOConfig(
         output_dir=out_dir,
-        per_device_train_batch_size=per_step,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations,
         max_completion_length=40,
         temperature=cfg.temperature,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",
         max_steps=cfg.rl_steps,
-        multi_objective_aggregation=setup["agg"],
+        multi_objective_aggregation=agg,
         loss_type="grpo",
         beta=0.0,
         use_cpu=True,
@@ -298,7 +289,14 @@ def run_arm(cfg: LabConfig, tok, base, arm: str, seed: int, out_dir: str) -> dic
         seed=seed,
         data_seed=seed,
     )
-    curve: list[tuple[int, np.ndarray]] = []
+
+
+def _held_out_callback(cfg: LabConfig, model, tok, held_out, task, curve: list) -> object:
+    """A ``TrainerCallback`` appending (samples seen, held-out reward (F,)) to ``curve``
+    before the first step and every ``eval_every`` steps (and after the last)."""
+    from transformers import TrainerCallback
+
+    per_step = cfg.prompts_per_step * cfg.num_generations
 
     class HeldOut(TrainerCallback):
         def measure(self, step):
@@ -313,6 +311,22 @@ def run_arm(cfg: LabConfig, tok, base, arm: str, seed: int, out_dir: str) -> dic
             if state.global_step % cfg.eval_every == 0 or state.global_step == cfg.rl_steps:
                 self.measure(state.global_step)
 
+    return HeldOut()
+
+
+def run_arm(cfg: LabConfig, tok, base, arm: str, seed: int, out_dir: str) -> dict:
+    """One RL run; returns its held-out accuracy curve {"samples", "accuracy" (E, F)}."""
+    from datasets import Dataset
+
+    task = DigitTask(cfg.num_fields)
+    held_out = make_rows(cfg.eval_prompts, cfg.num_fields, seed=999_999)
+    train_rows = make_rows(
+        cfg.rl_steps * cfg.prompts_per_step * 2, cfg.num_fields, seed=1000 + seed
+    )
+    model = load_policy(cfg, tok, base)
+    setup = arm_setup(arm, task, cfg.num_fields)
+    args = _grpo_args(cfg, setup["agg"], seed, out_dir)
+    curve: list[tuple[int, np.ndarray]] = []  # (samples seen, held-out reward (F,))
     trainer = RoutedGRPOTrainer(
         model=model,
         reward_funcs=setup["funcs"],
@@ -321,7 +335,7 @@ def run_arm(cfg: LabConfig, tok, base, arm: str, seed: int, out_dir: str) -> dic
         processing_class=tok,
         task=task,
         routing=setup["routing"],
-        callbacks=[HeldOut()],
+        callbacks=[_held_out_callback(cfg, model, tok, held_out, task, curve)],
     )
     trainer.train()
     return {

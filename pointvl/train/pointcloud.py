@@ -244,6 +244,36 @@ class PointCloudInputs:
     def _suppressed_ids(self) -> list[int]:
         return list((self.args.generation_kwargs or {}).get("suppress_tokens") or ())
 
+    def _check_extra_rows(self, B: int) -> None:
+        """Every extra model input holds one row per sequence of the batch (``ValueError``)."""
+        for key, value in self._model_extras.items():
+            if value.shape[0] != B:
+                raise ValueError(f"extra input {key!r} has {value.shape[0]} rows, batch has {B}")
+
+    def _logps_from_hidden(self, model, kwargs, targets, logits_to_keep, suppress, entropy):
+        """Log-probs (b, T) [and entropies (b, T)] of ``targets`` (b, T) from the language
+        model's hidden states, the LM head applied in chunks of ``logprob_chunk_tokens``."""
+        with self.accelerator.autocast():
+            hidden = model(**kwargs, return_hidden=True).last_hidden_state  # (b, L, d)
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        # position t predicts token t + 1
+        return chunked_logps(
+            hidden[:, -logits_to_keep - 1 : -1], head, targets, self.temperature,
+            suppress, self.logprob_chunk_tokens, entropy,
+        )  # fmt: skip
+
+    def _logps_from_logits(self, model, kwargs, targets, logits_to_keep, suppress, entropy):
+        """Log-probs (b, T) [and entropies (b, T), else None] of ``targets`` (b, T) from the
+        full logits / T, suppressed ids at -inf (entropy taken before, as in ``masked_entropy``)."""
+        with self.accelerator.autocast():
+            logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (b, T+1, V)
+        # position t predicts token t + 1: drop the last, scale by the sampling temperature
+        logits = logits[:, :-1, :] / self.temperature  # (b, T, V)
+        ent = masked_entropy(logits.detach(), suppress) if entropy else None  # (b, T)
+        if suppress:
+            logits[..., suppress] = -float("inf")  # never sampled: probability 0
+        return selective_log_softmax(logits, targets), ent  # (b, T)
+
     def _get_per_token_logps_and_entropies(
         self,
         model,
@@ -265,10 +295,10 @@ class PointCloudInputs:
         if compute_aux_loss:
             raise NotImplementedError("MoE aux loss with extra model inputs is not supported")
         B = input_ids.size(0)
-        for key, value in self._model_extras.items():
-            if value.shape[0] != B:
-                raise ValueError(f"extra input {key!r} has {value.shape[0]} rows, batch has {B}")
+        self._check_extra_rows(B)
         suppress = self._suppressed_ids()
+        chunked = self.logprob_chunk_tokens > 0
+        score = self._logps_from_hidden if chunked else self._logps_from_logits
         all_logps, all_entropies = [], []
         for start in range(0, B, batch_size or B):
             end = min(start + (batch_size or B), B)
@@ -280,28 +310,10 @@ class PointCloudInputs:
                 use_cache=False,
                 **self._shared_model_kwargs(model, start, end),
             )
-            if self.logprob_chunk_tokens > 0:
-                with self.accelerator.autocast():
-                    hidden = model(**kwargs, return_hidden=True).last_hidden_state  # (b, L, d)
-                head = self.accelerator.unwrap_model(model).get_output_embeddings()
-                # position t predicts token t + 1
-                lp, ent = chunked_logps(
-                    hidden[:, -logits_to_keep - 1 : -1], head, targets, self.temperature,
-                    suppress, self.logprob_chunk_tokens, compute_entropy,
-                )  # fmt: skip
-                all_logps.append(lp)
-                if compute_entropy:
-                    all_entropies.append(ent)
-                continue
-            with self.accelerator.autocast():
-                logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (b, T+1, V)
-            # position t predicts token t + 1: drop the last, scale by the sampling temperature
-            logits = logits[:, :-1, :] / self.temperature  # (b, T, V)
+            lp, ent = score(model, kwargs, targets, logits_to_keep, suppress, compute_entropy)
+            all_logps.append(lp)
             if compute_entropy:
-                all_entropies.append(masked_entropy(logits.detach(), suppress))  # (b, T)
-            if suppress:
-                logits[..., suppress] = -float("inf")  # never sampled: probability 0
-            all_logps.append(selective_log_softmax(logits, targets))  # (b, T)
+                all_entropies.append(ent)
         logps = torch.cat(all_logps, dim=0)  # (B, T)
         self._log_logp_gap(logps, attention_mask[:, -logits_to_keep:])
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None

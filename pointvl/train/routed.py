@@ -65,6 +65,7 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
+from pointvl.config import check_unit_interval
 from pointvl.credit import routed_advantages, standardize_in_groups, zero_std_fraction
 from pointvl.spans import TokenLengths, _assign, _span_array
 
@@ -170,8 +171,7 @@ class Routing:
     def __post_init__(self):
         if self.background not in ("trl", "zero"):
             raise ValueError(f"Routing.background={self.background!r}: expected 'trl' or 'zero'")
-        if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"Routing.lam={self.lam}: expected a number in [0, 1]")
+        check_unit_interval("Routing.lam", self.lam, ValueError)
         if self.aggregation not in ("route", "normalize_then_sum"):
             raise ValueError(
                 f"Routing.aggregation={self.aggregation!r}: expected 'route' or 'normalize_then_sum'"

@@ -173,28 +173,21 @@ def _sample_traces(sample: Mapping, pred: Mapping | None, max_points: int) -> li
     return traces
 
 
-def reprojection_figure(
-    samples: Sequence[Mapping],
-    predictions: Sequence[Mapping | None] | None = None,
-    max_points: int = 2048,
-    labels: Sequence[str] | None = None,
-):
-    """Interactive figure over ``samples`` (see module docstring); returns a go.Figure.
-    ``labels``: the dropdown / title text of each sample (default ``uid | category``)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
+def _check_samples(samples: Sequence[Mapping], predictions: Sequence | None) -> None:
+    """``ValueError`` for no samples, or a prediction list of another length."""
     if len(samples) == 0:
         raise ValueError("reprojection_figure: no samples")
     if predictions is not None and len(predictions) != len(samples):
         raise ValueError(
             f"reprojection_figure: {len(predictions)} predictions for {len(samples)} samples"
         )
-    fig = make_subplots(
-        rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
-        column_widths=[0.5, 0.5], subplot_titles=("3D: cloud, box, keypoints, camera",
-                                                  "image: 2D labels + projected 3D box"),
-    )  # fmt: skip
+
+
+def _add_samples(fig, samples, predictions, max_points: int) -> list[tuple[int, int]]:
+    """Add every sample's traces (3D ones left, 2D ones right; only sample 0 visible) and
+    return each sample's [start, end) range of trace indices in ``fig.data``."""
+    import plotly.graph_objects as go
+
     ranges: list[tuple[int, int]] = []
     for i, sample in enumerate(samples):
         pred = predictions[i] if predictions is not None else None
@@ -206,41 +199,68 @@ def reprojection_figure(
             else:
                 fig.add_trace(tr, row=1, col=2)
         ranges.append((start, len(fig.data)))
-    n = len(fig.data)
-    titles = list(labels) if labels is not None else [_title(s, i) for i, s in enumerate(samples)]
+    return ranges
+
+
+def _object_menu(ranges: list[tuple[int, int]], n: int, titles: list[str]) -> list[dict]:
+    """The dropdown (top right) showing one sample's traces of ``n``; none for one sample."""
     buttons = []
     for i, (a, b) in enumerate(ranges):
         visible = [a <= j < b for j in range(n)]
         buttons.append({"label": titles[i], "method": "update",
                         "args": [{"visible": visible}, {"title.text": titles[i]}]})  # fmt: skip
-    h, w = _np(samples[0]["image"]).shape[:2]
+    if len(ranges) <= 1:
+        return []
+    return [
+        {
+            "buttons": buttons,
+            "direction": "down",
+            "x": 1.0,
+            "y": 1.0,
+            "yanchor": "bottom",
+            "xanchor": "right",
+            "pad": {"b": 30},
+            "showactive": True,
+        }
+    ]
+
+
+def _lay_out(fig, image_hw: tuple[int, int], title: str, menus: list[dict]) -> None:
+    """Image axes over the (H, W) image (y down), data-aspect scene, title and menu."""
+    h, w = image_hw
     fig.update_xaxes(range=[0, w], row=1, col=2, constrain="domain")
     fig.update_yaxes(range=[h, 0], row=1, col=2, scaleanchor="x", constrain="domain")
     fig.update_scenes(aspectmode="data", camera={"up": {"x": 0, "y": 1, "z": 0}})
     # title on the left, the object menu on the right of the same top band: never overlapping
-    menus = (
-        [
-            {
-                "buttons": buttons,
-                "direction": "down",
-                "x": 1.0,
-                "y": 1.0,
-                "yanchor": "bottom",
-                "xanchor": "right",
-                "pad": {"b": 30},
-                "showactive": True,
-            }
-        ]
-        if len(samples) > 1
-        else []
-    )
     fig.update_layout(
-        title={"text": titles[0], "x": 0.01, "xanchor": "left", "y": 0.98, "yanchor": "top",
+        title={"text": title, "x": 0.01, "xanchor": "left", "y": 0.98, "yanchor": "top",
                "font": {"size": 14}},
         updatemenus=menus,
         height=580, width=1150, margin={"l": 10, "r": 10, "t": 110, "b": 10},
         legend={"font": {"size": 9}},
     )  # fmt: skip
+
+
+def reprojection_figure(
+    samples: Sequence[Mapping],
+    predictions: Sequence[Mapping | None] | None = None,
+    max_points: int = 2048,
+    labels: Sequence[str] | None = None,
+):
+    """Interactive figure over ``samples`` (see module docstring); returns a go.Figure.
+    ``labels``: the dropdown / title text of each sample (default ``uid | category``)."""
+    from plotly.subplots import make_subplots
+
+    _check_samples(samples, predictions)
+    fig = make_subplots(
+        rows=1, cols=2, specs=[[{"type": "scene"}, {"type": "xy"}]],
+        column_widths=[0.5, 0.5], subplot_titles=("3D: cloud, box, keypoints, camera",
+                                                  "image: 2D labels + projected 3D box"),
+    )  # fmt: skip
+    ranges = _add_samples(fig, samples, predictions, max_points)
+    titles = list(labels) if labels is not None else [_title(s, i) for i, s in enumerate(samples)]
+    menus = _object_menu(ranges, len(fig.data), titles)
+    _lay_out(fig, _np(samples[0]["image"]).shape[:2], titles[0], menus)
     fig.layout.meta = {"sample_trace_ranges": ranges}
     return fig
 
