@@ -2,13 +2,15 @@
 
     python benchmarks/bench_train.py [--steps 8] [--rounds 2] [--quick]
 
-``rollouts`` (the target of the RL issue: >= 2x today's 8.0 completions/s): the PointVL
+``rollouts`` (the target of the RL issue: >= 2x TRL's stock generation): the PointVL
 policy at the ``tiny`` size in ``GRCATrainer``, once with TRL's stock generation
 (``rollouts="trl"``: ``model.generate`` on every row) and once with ours (``rollouts="decode"``:
-the evaluation sampler, each prompt prefilled once for its G completions, finished rows
-leaving the batch), same seed, same rows, alternating; completions/s of whole RL steps
-(generate + score + loss + optimizer), and the fraction of identical completions. The
-policy is the SFT checkpoint when one exists (realistic completion lengths), else random.
+the evaluation sampler, each prompt prefilled once for its G completions, every decoding step
+a ``LeanStep`` on a preallocated KV cache, finished rows leaving the batch), same seed, same
+rows, alternating; completions/s of whole RL steps (generate + score + loss + optimizer), the
+median seconds of the generate + score and loss-forward phases, and the fraction of identical
+completions. ``--threads`` torch threads (the rl stage runs with ``launch.rl_cpu_threads``,
+1). The policy is the SFT checkpoint when one exists (realistic lengths), else random.
 
 ``scripted`` / ``sampled`` (the routing overhead):
 Same tiny model (random 2-layer Qwen2 LM, BPE tokenizer), same rows, same seed, one process,

@@ -36,7 +36,7 @@ from pointvl.config import ConfigError, SchemaConfig
 from pointvl.io import atomic_write_json, read_jsonl
 from pointvl.stages._cli import Context, Flag, Stage
 from pointvl.train.config import RLConfig
-from pointvl.train.launch import LaunchConfig, check_launch, processes_launched
+from pointvl.train.launch import LaunchConfig, check_launch, processes_launched, set_cpu_threads
 from pointvl.train.logs import MetricsLogger
 from pointvl.train.sft import last_complete_checkpoint, save_final
 
@@ -230,7 +230,7 @@ def _prepare(ctx: Context) -> None:
         )  # fmt: skip
     cfg = cfg.resolved(ctx.profile)
     cfg.check_inputs(ctx.profile)
-    check_launch(ctx.launch, cfg.bf16, "rl")
+    set_cpu_threads(ctx.launch, check_launch(ctx.launch, cfg.bf16, "rl"))
     check_prompts(cfg, _train_prompts(cfg), processes_launched())
     tok = AutoTokenizer.from_pretrained(cfg.sft_checkpoint)
     budget = resolve_budget(
