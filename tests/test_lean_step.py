@@ -14,23 +14,11 @@ import dataclasses
 
 import pytest
 import torch
-from test_rollout_equivalence import T_MAX, G, _samples
+from test_rollout_equivalence import G, _samples, _sampling
 from test_rollout_equivalence import policy as policy  # noqa: F401  (the module fixture)
 
 from pointvl.eval.generate import Sampling, decode, hf_generate
 from pointvl.eval.lean_step import LeanStep
-
-
-def _sampling(proc, do_sample: bool, max_new_tokens: int = T_MAX) -> Sampling:
-    t = proc.token_ids
-    return Sampling(
-        max_new_tokens=max_new_tokens,
-        eos_token_ids=tuple(proc.eos_token_ids),
-        pad_token_id=t["pad_token_id"],
-        do_sample=do_sample,
-        temperature=0.7,
-        suppress_tokens=(t["image_token_id"], t["point_token_id"]),
-    )
 
 
 def _both(model, batch, sampling, n: int) -> tuple:
@@ -122,6 +110,10 @@ def test_models_the_lean_step_does_not_reproduce_use_their_own_modules():
     assert not LeanStep.supports(model)
     model.config.use_sliding_window = False
     layer = model.model.layers[0].self_attn
+    bias, layer.k_proj.bias = layer.k_proj.bias, None
+    assert not LeanStep.supports(model)
+    layer.k_proj.bias = bias
+    assert LeanStep.supports(model)
 
     class Adapter(torch.nn.Linear):
         pass

@@ -91,6 +91,21 @@ def _trainer(model, proc, samples, **gen):
     return trainer, rows
 
 
+def _sampling(proc, do_sample: bool, max_new_tokens: int = T_MAX):
+    """The rollout sampler's settings for ``proc`` (T = 0.7, placeholders suppressed)."""
+    from pointvl.eval.generate import Sampling
+
+    t = proc.token_ids
+    return Sampling(
+        max_new_tokens=max_new_tokens,
+        eos_token_ids=tuple(proc.eos_token_ids),
+        pad_token_id=t["pad_token_id"],
+        do_sample=do_sample,
+        temperature=0.7,
+        suppress_tokens=(t["image_token_id"], t["point_token_id"]),
+    )
+
+
 def _trim(ids: list[int], eos: list[int]) -> list[int]:
     for j, t in enumerate(ids):
         if t in eos:
@@ -230,19 +245,11 @@ def test_generation_and_logprob_passes_use_the_same_mrope_positions(policy):
 def test_decode_equals_hf_generate(policy, do_sample, num_generations):
     """The shared sampler reproduces ``generate`` token for token for the same seed, with the
     prompt prefilled once per group and finished rows leaving the batch."""
-    from pointvl.eval.generate import Sampling, decode, hf_generate
+    from pointvl.eval.generate import decode, hf_generate
 
     model, proc = policy
     batch = proc.batch(_samples(3, seed=2), with_target=False)
-    t = proc.token_ids
-    sampling = Sampling(
-        max_new_tokens=T_MAX,
-        eos_token_ids=tuple(proc.eos_token_ids),
-        pad_token_id=t["pad_token_id"],
-        do_sample=do_sample,
-        temperature=0.7,
-        suppress_tokens=(t["image_token_id"], t["point_token_id"]),
-    )
+    sampling = _sampling(proc, do_sample)
     torch.manual_seed(11)
     ref = hf_generate(model, batch, sampling, num_generations).ids
     # one more end-of-turn id, taken from the first row, so that rows end at different steps

@@ -159,6 +159,7 @@ def test_rl_stage_is_bitwise_repeatable(built):
 
 
 def test_rl_cpu_threads_applies_on_cpu_launches_only():
+    from pointvl.config import from_dict
     from pointvl.train.launch import Launch, LaunchConfig, set_cpu_threads
 
     before = torch.get_num_threads()
@@ -171,8 +172,8 @@ def test_rl_cpu_threads_applies_on_cpu_launches_only():
         assert set_cpu_threads(LaunchConfig(rl_cpu_threads=1), cpu) == 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ConfigError, match=r"launch.rl_cpu_threads=-1: expected an int >= 0"):
-        LaunchConfig(rl_cpu_threads=-1)
+    with pytest.raises(ConfigError, match=r"launch.rl_cpu_threads=-1: expected an integer >= 0"):
+        from_dict(LaunchConfig, {"rl_cpu_threads": -1}, "launch")
 
 
 def test_sft_resume_ends_with_the_same_weights(built, monkeypatch):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers.integrations.sdpa_attention import repeat_kv
 
 
 def text_stack(model):
@@ -88,7 +89,8 @@ class LeanStep:
     def supports(model) -> bool:
         """True for a Qwen2-style text stack this class reproduces: full attention (no
         sliding window), SDPA or eager attention, RMSNorm, a gated MLP, plain ``nn.Linear``
-        layers holding their whole weights (a ZeRO-3 shard or an adapter is not)."""
+        layers holding their whole weights (a ZeRO-3 shard or an adapter is not), q / k / v
+        with biases (Qwen2's)."""
         lm = text_stack(model)
         if lm is None or not hasattr(model, "lm_head"):
             return False
@@ -107,6 +109,8 @@ class LeanStep:
         linears += [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
         # plain nn.Linear with its full weight (not a LoRA wrapper, not a ZeRO-3 shard)
         if any(type(m) is not torch.nn.Linear or m.weight.dim() != 2 for m in linears):
+            return False
+        if any(m.bias is None for m in linears[:3]):  # _fused_weights concatenates q/k/v biases
             return False
         return hasattr(layer.input_layernorm, "variance_epsilon")
 
@@ -169,16 +173,13 @@ class LeanStep:
 
     def _attend_eager(self, attn, q, K, V, mask) -> torch.Tensor:
         """The eager interface: repeat_kv, q K^T * scale + additive mask, softmax in fp32."""
-        b, H, _, dh = q.shape
         n_rep = attn.num_key_value_groups
-        if n_rep > 1:
-            K = K[:, :, None].expand(b, K.shape[1], n_rep, K.shape[2], dh).reshape(b, H, -1, dh)
-            V = V[:, :, None].expand(b, V.shape[1], n_rep, V.shape[2], dh).reshape(b, H, -1, dh)
+        K, V = repeat_kv(K, n_rep), repeat_kv(V, n_rep)  # (b, H, s, dh)
         w = torch.matmul(q, K.transpose(2, 3)) * attn.scaling  # (b, H, 1, s)
         if mask is not None:
             w = w + torch.where(mask, 0.0, torch.finfo(w.dtype).min).to(w.dtype)
         w = torch.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
-        return torch.matmul(w, V).transpose(1, 2).contiguous().reshape(b, 1, -1)
+        return torch.matmul(w, V).transpose(1, 2).contiguous().reshape(q.shape[0], 1, -1)
 
     @torch.no_grad()
     def __call__(self, tok: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ from typing import Annotated
 import torch
 import yaml
 
-from pointvl.config import ConfigError, OneOf
+from pointvl.config import ConfigError, NonNegativeInt, OneOf
 
 MASTER_DTYPE = torch.float32
 """The dtype every training stage loads its weights in (see the module docstring)."""
@@ -52,19 +52,12 @@ class LaunchConfig:
     """Attention kernel of the language model and vision tower in every stage that loads the
     policy: ``sdpa`` (PyTorch), ``eager`` or ``flash_attention_2`` (needs flash-attn and a
     GPU). The same function; speed and memory differ (no (L, L) scores with sdpa/flash)."""
-    rl_cpu_threads: int = 1
+    rl_cpu_threads: NonNegativeInt = 1
     """torch threads of each ``rl`` process on a CPU launch (0: torch's default, one per
     core). 1 makes RL bitwise repeatable: with 2 threads some CPU backward kernel sums in a
     thread-dependent order, the grad norm differs in the 7th digit from optimizer step 2 and,
     tens of steps later, the sampled completions (measured on ``tiny``; SFT and evaluation
     are repeatable either way). Ignored on a GPU launch."""
-
-    def __post_init__(self):
-        if not isinstance(self.rl_cpu_threads, int) or self.rl_cpu_threads < 0:
-            raise ConfigError(
-                f"launch.rl_cpu_threads={self.rl_cpu_threads!r}: expected an int >= 0 "
-                "(0: torch's default)"
-            )
 
 
 @dataclasses.dataclass(frozen=True)
