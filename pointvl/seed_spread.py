@@ -8,6 +8,15 @@ much it moves between RL seeds of an arm: the variance a single SFT checkpoint h
 Each file is an evaluation JSON (``pointvl.stages.evaluate``: ``{metric: {"mean": ...}}``);
 ``sd`` is the sample standard deviation over seeds (ddof 1) and ``ci_lo``/``ci_hi`` the 95%
 t-interval of the mean over seeds (few seeds: wide, as it should be).
+
+    paired_over_seeds(spread_runs, {"grca - sft": ("grca_sft", "sft")}, ["kpa3d"])
+      -> {"grca - sft": {"kpa3d": {"seeds", "mean", "ci_lo", "ci_hi", "per_seed"}}}
+
+A paired difference takes two groups whose files are aligned seed by seed (file k of each
+group comes from the same SFT seed k), the per-seed difference A_k - B_k, and the t-interval
+over seeds of those differences (``stats.paired_seed_difference``): the SFT draw is shared
+inside a pair and varies between pairs, so the interval includes the SFT-seed variance that an
+interval over RL seeds of one SFT checkpoint leaves out.
 """
 
 from __future__ import annotations
@@ -32,9 +41,11 @@ def _spread(values: Sequence[float]) -> dict:
             "max": max(values), "ci_lo": known(ci["lo"]), "ci_hi": known(ci["hi"])}  # fmt: skip
 
 
-def seed_spread(groups: Mapping[str, Sequence[str | Path]], metrics: Sequence[str]) -> dict:
-    """{group: {metric: spread over the group's files}} (module docstring). A missing file
-    or metric is an error naming it: a spread over fewer seeds than listed would mislead."""
+def seed_means(
+    groups: Mapping[str, Sequence[str | Path]], metrics: Sequence[str]
+) -> dict[str, dict[str, list[float]]]:
+    """{group: {metric: [test-set mean of each file, in file order]}}. A missing file or
+    metric is an error naming it: a spread over fewer seeds than listed would mislead."""
     out = {}
     for group, files in groups.items():
         runs = []
@@ -47,7 +58,41 @@ def seed_spread(groups: Mapping[str, Sequence[str | Path]], metrics: Sequence[st
             missing = [str(f) for f, r in zip(files, runs) if m not in r]
             if missing:
                 raise KeyError(f"seed_spread: metric {m!r} missing in {missing}")
-            out[group][m] = _spread([float(r[m]["mean"]) for r in runs])
+            out[group][m] = [float(r[m]["mean"]) for r in runs]
+    return out
+
+
+def seed_spread(groups: Mapping[str, Sequence[str | Path]], metrics: Sequence[str]) -> dict:
+    """{group: {metric: spread over the group's files}} (module docstring)."""
+    means = seed_means(groups, metrics)
+    return {g: {m: _spread(v) for m, v in row.items()} for g, row in means.items()}
+
+
+def paired_over_seeds(
+    means: Mapping[str, Mapping[str, Sequence[float]]],
+    pairs: Mapping[str, Sequence[str]],
+    metrics: Sequence[str],
+) -> dict:
+    """{name: {metric: A - B per seed and its t-interval over seeds}} for each ``name: (A, B)``
+    of ``pairs``; ``means`` as ``seed_means`` returns it. A and B must list as many seeds."""
+    from pointvl.eval.stats import paired_seed_difference
+
+    out = {}
+    for name, (a, b) in pairs.items():
+        for g in (a, b):
+            if g not in means:
+                raise KeyError(f"seed_spread.paired: {name!r} names group {g!r}, not in groups")
+        if len(means[a][metrics[0]]) != len(means[b][metrics[0]]):
+            raise ValueError(
+                f"seed_spread.paired: {name!r}: {a} has {len(means[a][metrics[0]])} seeds, "
+                f"{b} has {len(means[b][metrics[0]])}: expected files aligned seed by seed"
+            )
+        out[name] = {}
+        for m in metrics:
+            d = paired_seed_difference(dict(enumerate(means[a][m])), dict(enumerate(means[b][m])))
+            known = lambda v: None if math.isnan(v) else v  # noqa: E731
+            out[name][m] = {"seeds": d["n"], "mean": d["mean"], "ci_lo": known(d["lo"]),
+                            "ci_hi": known(d["hi"]), "per_seed": d["per_seed"]}  # fmt: skip
     return out
 
 
@@ -64,4 +109,20 @@ def spread_markdown(spread: Mapping[str, Mapping[str, dict]], title: str) -> str
             sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
             cells.append(f"{s['mean']:.3f}{sd} [{s['min']:.3f}, {s['max']:.3f}]")
         lines.append(f"| {group} ({n}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_markdown(paired: Mapping[str, Mapping[str, dict]], title: str) -> str:
+    """One row per difference, one column per metric: ``mean [ci_lo, ci_hi]`` over seeds."""
+    metrics = list(next(iter(paired.values())))
+    lines = [f"### {title}", "", "| difference (seeds) | " + " | ".join(metrics) + " |",
+             "|---|" + "---|" * len(metrics)]  # fmt: skip
+    for name, row in paired.items():
+        n = next(iter(row.values()))["seeds"]
+        cells = []
+        for m in metrics:
+            d = row[m]
+            ci = f" [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}]" if d["ci_lo"] is not None else ""
+            cells.append(f"{d['mean']:+.3f}{ci}")
+        lines.append(f"| {name} ({n}) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

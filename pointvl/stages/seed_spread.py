@@ -3,9 +3,11 @@ beside the spread over RL seeds of the RL arms (``pointvl.seed_spread``).
 
     python -m pointvl.stages.seed_spread --params studies/sft_seeds/params.yaml
 
-Writes ``<out_dir>/seed_spread.json`` and ``seed_spread.md``. Every RL arm starts from the
-SFT checkpoint of seed 0, so the RL study's intervals are conditional on that one SFT draw;
-this table shows how large the SFT draw's own spread is.
+Writes ``<out_dir>/seed_spread.json`` and ``seed_spread.md``. Every RL arm of the RL study
+starts from the SFT checkpoint of seed 0, so its intervals are conditional on that one SFT
+draw; this table shows how large the SFT draw's own spread is. ``paired`` differences
+(``pointvl.seed_spread.paired_over_seeds``) compare groups aligned by SFT seed, e.g. GRCA and
+GRPO each trained from SFT seeds 0, 1, 2: the t-interval over SFT seeds then includes it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from pathlib import Path
 
 from pointvl.config import ConfigError
 from pointvl.io import atomic_write_text
-from pointvl.seed_spread import seed_spread, spread_markdown
+from pointvl.seed_spread import (
+    paired_markdown,
+    paired_over_seeds,
+    seed_means,
+    seed_spread,
+    spread_markdown,
+)
 from pointvl.stages._cli import Stage
 
 
@@ -30,6 +38,8 @@ class SeedSpreadConfig:
     """Metrics of the evaluation JSONs to summarise."""
     out_dir: str = "results/sft_seeds"
     """Where ``seed_spread.{json,md}`` go."""
+    paired: dict = dataclasses.field(default_factory=dict)
+    """Difference name -> [group A, group B], groups whose files are aligned seed by seed."""
 
     def validate(self) -> None:
         short = {g: len(f) for g, f in self.groups.items() if not isinstance(f, list) or len(f) < 2}
@@ -37,16 +47,27 @@ class SeedSpreadConfig:
             raise ConfigError(
                 f"seed_spread.groups: expected each group to list >= 2 evaluation files; {short}"
             )
+        for name, pair in self.paired.items():
+            if not isinstance(pair, list) or len(pair) != 2 or not set(pair) <= set(self.groups):
+                raise ConfigError(
+                    f"seed_spread.paired.{name}={pair!r}: expected [group A, group B] of "
+                    f"seed_spread.groups {sorted(self.groups)}"
+                )
 
 
 def run(cfg: SeedSpreadConfig, profile: str) -> dict:
     groups = {g: [f.format(profile=profile) for f in files] for g, files in cfg.groups.items()}
     spread = seed_spread(groups, cfg.metrics)
+    paired = paired_over_seeds(seed_means(groups, cfg.metrics), cfg.paired, cfg.metrics)
     out = Path(cfg.out_dir)
-    atomic_write_text(out / "seed_spread.json", json.dumps({"groups": groups, "spread": spread},
-                                                           indent=1, sort_keys=True) + "\n")  # fmt: skip
-    title = "Test metrics over seeds (ours): mean ± SD [min, max]"
-    atomic_write_text(out / "seed_spread.md", spread_markdown(spread, title))
+    record = {"groups": groups, "spread": spread, "paired": cfg.paired, "differences": paired}
+    atomic_write_text(out / "seed_spread.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+    md = spread_markdown(spread, "Test metrics over seeds (ours): mean ± SD [min, max]")
+    if paired:
+        md += "\n" + paired_markdown(
+            paired, "Paired differences over SFT seeds (ours): A − B, mean [95% t-interval]"
+        )
+    atomic_write_text(out / "seed_spread.md", md)
     return spread
 
 
