@@ -2,15 +2,26 @@
 
     python benchmarks/bench_train.py [--steps 8] [--rounds 2] [--quick]
 
-``rollouts`` (the target of the RL issue: >= 2x TRL's stock generation): the PointVL
-policy at the ``tiny`` size in ``GRCATrainer``, once with TRL's stock generation
-(``rollouts="trl"``: ``model.generate`` on every row) and once with ours (``rollouts="decode"``:
-the evaluation sampler, each prompt prefilled once for its G completions, every decoding step
-a ``LeanStep`` on a preallocated KV cache, finished rows leaving the batch), same seed, same
-rows, alternating; completions/s of whole RL steps (generate + score + loss + optimizer), the
-median seconds of the generate + score and loss-forward phases, and the fraction of identical
-completions. ``--threads`` torch threads (the rl stage runs with ``launch.rl_cpu_threads``,
-1). The policy is the SFT checkpoint when one exists (realistic lengths), else random.
+``rollouts`` (the target of the RL issue: >= 2x TRL's stock step): the PointVL policy at
+the ``tiny`` size in ``GRCATrainer``, same seed, same rows, the arms alternating (``ARMS``):
+
+- ``trl_stock``: what stock TRL does: ``model.generate`` on every row (``rollouts="trl"``) and
+  every row's loss forward in full (``prompt_sharing="none"``: Point-BERT, the vision tower
+  and the prompt tokens once per row);
+- ``trl``: TRL's generation, our loss pass (encoders once per prompt);
+- ``decode``: the committed runs' setting: the evaluation sampler (each prompt prefilled once
+  for its G completions, ``LeanStep`` decoding on a preallocated KV cache, finished rows
+  leaving the batch) and encoders once per prompt in the loss;
+- ``decode_prefix``: and the prompt's tokens once per prompt in the loss
+  (``prompt_sharing="prefix"``, ``pointvl.train.shared_prompt``).
+
+Reported: completions/s of whole RL steps (generate + score + loss + optimizer), each arm's
+ratio to ``trl_stock`` and to ``trl``, the median seconds of the generate + score and
+loss-forward phases, and the fraction of completions identical to ``trl_stock``'s (the
+first step's are the same draw from the same weights; ``decode_prefix``'s weights differ
+from the second step on by float rounding). ``--threads`` torch threads (the rl stage runs
+with ``launch.rl_cpu_threads``, 1). The policy is the SFT checkpoint when one exists
+(realistic lengths), else random.
 
 ``scripted`` / ``sampled`` (the routing overhead):
 Same tiny model (random 2-layer Qwen2 LM, BPE tokenizer), same rows, same seed, one process,
@@ -203,47 +214,67 @@ def _policy_and_rows(model_cfg, n_prompts: int):
     return model, proc, rows, rows, "random init, random rows"
 
 
-def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: int) -> dict:
-    """Completions/s of whole RL steps of the PointVL policy: TRL's generate vs ours."""
-    from pointvl.train.config import RLConfig
+ARMS = {  # name -> (rollouts, prompt_sharing); the first is the reference
+    "trl_stock": ("trl", "none"),
+    "trl": ("trl", "encoders"),
+    "decode": ("decode", "encoders"),
+    "decode_prefix": ("decode", "prefix"),
+}
+
+
+def _timed_run(model, proc, dataset, rows, cfg, rollouts: str, sharing: str) -> dict:
+    """One RL run of ``cfg.max_steps`` steps; its step times (first dropped), phases and
+    completions."""
     from pointvl.train.rl import build_rl_trainer, grpo_args
+
+    with tempfile.TemporaryDirectory() as out:
+        args = grpo_args(cfg, out, proc, report_to=[], save_strategy="no", disable_tqdm=True)
+        t = build_rl_trainer(copy.deepcopy(model), proc, dataset, rows, cfg, args, 100, 16)
+        t.__class__ = type("TimedRL", (Timed, type(t)), {})
+        t.rollouts, t.prompt_sharing, t.completions = rollouts, sharing, []
+        t.phase_times = {"generate_and_score": [], "loss_forward": []}
+        torch.manual_seed(0)
+        t.train()
+    steps = [r["step_time"] for r in t.state.log_history if "step_time" in r]
+    return {"steps": steps[1:], "phases": {k: v[1:] for k, v in t.phase_times.items()},
+            "completions": t.completions}  # fmt: skip
+
+
+def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: int) -> dict:
+    """Completions/s of whole RL steps of the PointVL policy, arm by arm (``ARMS``)."""
+    from pointvl.train.config import RLConfig
 
     model, proc, dataset, rows, source = _policy_and_rows(model_cfg, prompts * (steps + 1))
     cfg = RLConfig(**{**rl, "variant": "grca_rpc", "prompts_per_step": prompts, "max_steps": steps})
-    times = {"trl": [], "decode": []}
-    phases = {k: {"generate_and_score": [], "loss_forward": []} for k in times}
-    completions: dict[str, list] = {k: [] for k in times}
+    times = {k: [] for k in ARMS}
+    phases = {k: {"generate_and_score": [], "loss_forward": []} for k in ARMS}
+    completions: dict[str, list] = {}
     for _ in range(rounds):
-        for kind in times:
-            with tempfile.TemporaryDirectory() as out:
-                args = grpo_args(
-                    cfg, out, proc, report_to=[], save_strategy="no", disable_tqdm=True
-                )
-                t = build_rl_trainer(copy.deepcopy(model), proc, dataset, rows, cfg, args, 100, 16)
-                t.__class__ = type("TimedRL", (Timed, type(t)), {})
-                t.rollouts, t.completions = kind, []
-                t.phase_times = {"generate_and_score": [], "loss_forward": []}
-                torch.manual_seed(0)
-                t.train()
-            step_times = [r["step_time"] for r in t.state.log_history if "step_time" in r]
-            times[kind] += step_times[1:]
-            for k, v in t.phase_times.items():
-                phases[kind][k] += v[1:]
-            completions[kind] = t.completions
+        for kind, (rollouts, sharing) in ARMS.items():
+            run = _timed_run(model, proc, dataset, rows, cfg, rollouts, sharing)
+            times[kind] += run["steps"]
+            for k, v in run["phases"].items():
+                phases[kind][k] += v
+            completions[kind] = run["completions"]
     B = prompts * cfg.num_generations
     rate = {k: B / statistics.median(v) for k, v in times.items()}
-    same = [
-        a == b for sa, sb in zip(completions["trl"], completions["decode"]) for a, b in zip(sa, sb)
-    ]
+    ref = next(iter(ARMS))
+
+    def same(kind: str) -> float:
+        pairs = zip(completions[ref], completions[kind])
+        return float(np.mean([a == b for sa, sb in pairs for a, b in zip(sa, sb)]))
+
     lengths = [len(c) for step in completions["decode"] for c in step]
     return {
         "policy": source,
         "prompts_per_step": prompts,
         "G": cfg.num_generations,
+        "arms": {k: {"rollouts": r, "prompt_sharing": p} for k, (r, p) in ARMS.items()},
         "completions_per_s": rate,
-        "ratio_decode_over_trl": rate["decode"] / rate["trl"],
-        "identical_completions_frac": float(np.mean(same)) if same else float("nan"),
-        "completions_compared": len(same),
+        "ratio_over_trl_stock": {k: rate[k] / rate["trl_stock"] for k in ARMS},
+        "ratio_over_trl": {k: rate[k] / rate["trl"] for k in ARMS},
+        "identical_to_trl_stock_frac": {k: same(k) for k in ARMS},
+        "completions_compared": sum(len(s) for s in completions[ref]),
         "mean_completion_tokens": float(np.mean(lengths)),
         "phase_median_s": {
             k: {p: statistics.median(v) for p, v in ph.items()} for k, ph in phases.items()
@@ -354,8 +385,9 @@ def main() -> None:
               f"{r['grca_rpc_s_per_step']:.4f} s/step, ratio {r['ratio']:.3f}")  # fmt: skip
     for k, r in result.get("rollouts", {}).items():
         if isinstance(r, dict):
-            print(f"rollouts {k}: {r['completions_per_s']} completions/s, ratio "
-                  f"{r['ratio_decode_over_trl']:.2f}, identical {r['identical_completions_frac']:.3f}")  # fmt: skip
+            rates = {a: round(v, 2) for a, v in r["completions_per_s"].items()}
+            ratio = {a: round(v, 2) for a, v in r["ratio_over_trl_stock"].items()}
+            print(f"rollouts {k}: completions/s {rates}; over trl_stock {ratio}")
 
 
 if __name__ == "__main__":

@@ -69,8 +69,9 @@ def policy():
     return model, proc
 
 
-def _trainer(model, proc, samples, **gen):
-    """The RL stage's trainer (``grpo_args`` + ``build_rl_trainer``) on ``samples``."""
+def _trainer(model, proc, samples, rl: dict | None = None, **gen):
+    """The RL stage's trainer (``grpo_args`` + ``build_rl_trainer``) on ``samples``; ``rl``:
+    other fields of the ``RLConfig``."""
     from pointvl.train.config import RLConfig
     from pointvl.train.rl import build_rl_trainer, grpo_args, rl_rows
 
@@ -80,6 +81,7 @@ def _trainer(model, proc, samples, **gen):
         prompts_per_step=len(samples),
         max_completion_length=T_MAX,
         mask_truncated_completions=False,
+        **(rl or {}),
     )
     args = grpo_args(
         cfg, "/tmp/pointvl_test_rollout", proc, report_to=[], save_strategy="no",

@@ -14,6 +14,9 @@ from pathlib import Path
 from pointvl.config import PROFILES, ConfigError, TokenBudget, check_unit_interval
 from pointvl.credit import ADVANTAGE_BUILDERS, BACKGROUND_MODES
 
+PROMPT_SHARING = ("none", "encoders", "prefix")
+"""What an RL loss pass computes once per prompt for its G rows (``rl.prompt_sharing``)."""
+
 RL_VARIANTS = (*ADVANTAGE_BUILDERS, "sft_budget")
 """``grpo`` | ``grca`` | ``grca_rpc`` (advantage builders) and ``sft_budget`` (SFT continued)."""
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
@@ -188,6 +191,12 @@ class RLConfig:
     logprob_chunk_tokens: int = 0
     """> 0: RL log-probs from hidden states with the LM head applied this many tokens at a
     time (no (B, T, V) logits; the paper's vocabulary); 0: the ordinary forward."""
+    prompt_sharing: str = "encoders"
+    """What a loss pass computes once per prompt for its G completions: ``encoders`` (the
+    point cloud and the image), ``prefix`` (those and the prompt's tokens: the completions run
+    on its KV cache, ``pointvl.train.shared_prompt``; equal to float rounding; one process,
+    no gradient checkpointing) or ``none`` (every row in full, as
+    stock TRL). The committed runs use ``encoders``."""
     max_train_prompts: int = 0
     """Use only the first N train samples as prompts (0 = all)."""
     qa_mode: str = "rotate"
@@ -235,6 +244,15 @@ class RLConfig:
             raise ConfigError(
                 f"rl.val_prompts={self.val_prompts}, rl.val_every={self.val_every}, "
                 f"rl.val_generations={self.val_generations}: expected >= 0, >= 1, >= 1"
+            )
+        if self.prompt_sharing not in PROMPT_SHARING:
+            raise ConfigError(
+                f"rl.prompt_sharing={self.prompt_sharing!r}: accepted values are {PROMPT_SHARING}"
+            )
+        if self.prompt_sharing == "prefix" and self.gradient_checkpointing:
+            raise ConfigError(
+                "rl.prompt_sharing='prefix' needs the prompt's KV cache, which "
+                "rl.gradient_checkpointing=true turns off: use 'encoders' with it"
             )
         if self.loss_type not in LOSS_TYPES:
             raise ConfigError(f"rl.loss_type={self.loss_type!r}: accepted values are {LOSS_TYPES}")

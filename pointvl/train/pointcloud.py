@@ -15,6 +15,11 @@ Per generation batch (TRL's rows, G consecutive copies of each prompt):
     extras are stored under ``extra.<key>`` in the batch (TRL's shuffle/split keeps them with
     their rows) and passed to every log-prob forward (old, reference, current policy).
 
+Loss passes share work between the G rows of a prompt (``prompt_sharing``): ``encoders``
+(default) runs Point-BERT, the fusion and the vision tower once per distinct sample
+(``sample_index``); ``prefix`` also runs the prompt's tokens once and the completions on its
+KV cache (``pointvl.train.shared_prompt``); ``none`` runs every row in full, as stock TRL does.
+
 The policy that is sampled and the policy that is scored are the same function of the same
 inputs: softmax(logits / T) with ``suppress_tokens`` at probability 0, positions built by the
 model (M-RoPE from ``mm_token_type_ids``). Each loss pass logs ``rollout/logp_gap_max``, the
@@ -35,7 +40,9 @@ from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad, selective_log_softmax
 
 from pointvl.eval.generate import Sampling, decode
+from pointvl.train.config import PROMPT_SHARING
 from pointvl.train.logprobs import chunked_logps, masked_entropy
+from pointvl.train.shared_prompt import prefix_shared_hidden
 
 EXTRA_PREFIX = "extra."
 
@@ -88,6 +95,10 @@ class PointCloudInputs:
         rollouts: ``decode`` (the evaluation sampler, prefilled once per prompt) or ``trl``
             (TRL's own ``generate`` call on every row, the extras passed along: the stock
             path the speed benchmark compares against; same distribution, no log-probs).
+        logprob_chunk_tokens: > 0: the LM head in chunks of this many tokens in loss passes.
+        prompt_sharing: what the loss pass computes once per prompt for its G rows:
+            ``encoders`` (point cloud and image), ``prefix`` (those and the prompt tokens; one
+            process, no gradient checkpointing) or ``none`` (every row in full, stock TRL).
     """
 
     def __init__(
@@ -101,6 +112,7 @@ class PointCloudInputs:
         freeze_batchnorm: bool = True,
         rollouts: str = "decode",
         logprob_chunk_tokens: int = 0,
+        prompt_sharing: str = "encoders",
         **kwargs,
     ):
         self.model_input_keys = tuple(model_input_keys)
@@ -115,12 +127,16 @@ class PointCloudInputs:
             raise ValueError(f"rollouts={rollouts!r}: expected 'decode' or 'trl'")
         self.rollouts = rollouts
         self.logprob_chunk_tokens = int(logprob_chunk_tokens)
+        if prompt_sharing not in PROMPT_SHARING:
+            raise ValueError(f"prompt_sharing={prompt_sharing!r}: expected one of {PROMPT_SHARING}")
+        self.prompt_sharing = prompt_sharing
         self._model_extras: dict[str, torch.Tensor] = {}
         self._row_keys: list | None = None
         self._sampling_logps: torch.Tensor | None = None
         self._last_sampling_logps: torch.Tensor | None = None
         super().__init__(*args, **kwargs)
         self._check_sampling()
+        self._check_prompt_sharing()
         self.frozen_batchnorm = freeze_batchnorm_statistics(self.model) if freeze_batchnorm else 0
 
     # ------------------------------------------------------------------ config
@@ -138,6 +154,22 @@ class PointCloudInputs:
                 f"{[k for k, v in bad.items() if v]} set: the point-cloud trainer samples from "
                 "softmax(logits / T) (the distribution the loss scores); leave them at TRL's "
                 "defaults (top_p 1.0, top_k 0, min_p None, repetition_penalty 1.0)"
+            )
+
+    def _check_prompt_sharing(self) -> None:
+        """``prefix`` needs the prompt pass's KV cache (gradient checkpointing turns it off)
+        and one forward per backward per process (two forwards under DDP are untested)."""
+        if self.prompt_sharing != "prefix":
+            return
+        if self.args.gradient_checkpointing:
+            raise ValueError(
+                "prompt_sharing='prefix' needs the prompt's KV cache, which gradient "
+                "checkpointing turns off: set gradient_checkpointing=False or use 'encoders'"
+            )
+        if self.accelerator.num_processes > 1:
+            raise ValueError(
+                f"prompt_sharing='prefix' runs on one process (tested there); this launch has "
+                f"{self.accelerator.num_processes}: use 'encoders'"
             )
 
     def rollout_sampling(self) -> Sampling:
@@ -267,12 +299,38 @@ class PointCloudInputs:
         full logits / T, suppressed ids at -inf (entropy taken before, as in ``masked_entropy``)."""
         with self.accelerator.autocast():
             logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (b, T+1, V)
-        # position t predicts token t + 1: drop the last, scale by the sampling temperature
-        logits = logits[:, :-1, :] / self.temperature  # (b, T, V)
+        # position t predicts token t + 1: drop the last
+        return self._scaled_logps(logits[:, :-1, :], targets, suppress, entropy)
+
+    def _scaled_logps(self, logits, targets, suppress, entropy):
+        """(logits (b, T, V) that predict ``targets`` (b, T)) -> log-probs under the sampling
+        distribution (/ T, suppressed ids at -inf) [and entropies, else None], (b, T) each."""
+        logits = logits / self.temperature  # (b, T, V)
         ent = masked_entropy(logits.detach(), suppress) if entropy else None  # (b, T)
         if suppress:
             logits[..., suppress] = -float("inf")  # never sampled: probability 0
         return selective_log_softmax(logits, targets), ent  # (b, T)
+
+    def _logps_prefix_shared(self, model, ids, mask, logits_to_keep, suppress, entropy, rows):
+        """``prompt_sharing="prefix"``: the rows' distinct prompts run once, the completions on
+        their KV cache (``pointvl.train.shared_prompt``); rows [start, end) = ``rows``."""
+        T = logits_to_keep
+        extras = {k: v[rows] for k, v in self._model_extras.items()}
+        inverse, first = self._prompt_groups(extras, ids[:, :-T])
+        prompt_batch = {"input_ids": ids[first, :-T], "attention_mask": mask[first, :-T]}
+        prompt_batch.update(self._extras_to_model_kwargs({k: v[first] for k, v in extras.items()}))
+        unwrapped = self.accelerator.unwrap_model(model)
+        with self.accelerator.autocast():
+            hidden = prefix_shared_hidden(
+                model, unwrapped, prompt_batch, inverse, ids[:, -T:], mask[:, -T:]
+            )  # (b, T, d)
+        targets, head = ids[:, -T:], unwrapped.get_output_embeddings()
+        if self.logprob_chunk_tokens > 0:
+            return chunked_logps(hidden, head, targets, self.temperature, suppress,
+                                 self.logprob_chunk_tokens, entropy)  # fmt: skip
+        with self.accelerator.autocast():
+            logits = head(hidden)  # (b, T, V)
+        return self._scaled_logps(logits, targets, suppress, entropy)
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -303,14 +361,20 @@ class PointCloudInputs:
         for start in range(0, B, batch_size or B):
             end = min(start + (batch_size or B), B)
             ids = input_ids[start:end]  # (b, P + T)
-            targets = ids[:, -logits_to_keep:]  # (b, T)
-            kwargs = dict(
-                input_ids=ids,
-                attention_mask=attention_mask[start:end],
-                use_cache=False,
-                **self._shared_model_kwargs(model, start, end),
-            )
-            lp, ent = score(model, kwargs, targets, logits_to_keep, suppress, compute_entropy)
+            if self.prompt_sharing == "prefix":
+                lp, ent = self._logps_prefix_shared(
+                    model, ids, attention_mask[start:end], logits_to_keep, suppress,
+                    compute_entropy, slice(start, end),
+                )  # fmt: skip
+            else:
+                kwargs = dict(
+                    input_ids=ids,
+                    attention_mask=attention_mask[start:end],
+                    use_cache=False,
+                    **self._shared_model_kwargs(model, start, end),
+                )
+                targets = ids[:, -logits_to_keep:]  # (b, T)
+                lp, ent = score(model, kwargs, targets, logits_to_keep, suppress, compute_entropy)
             all_logps.append(lp)
             if compute_entropy:
                 all_entropies.append(ent)
@@ -325,15 +389,28 @@ class PointCloudInputs:
         of its point cloud and image (Point-BERT, fusion, vision tower run once per sample)."""
         extras = {k: v[start:end] for k, v in self._model_extras.items()}
         target = self.accelerator.unwrap_model(model)
-        if not extras or "sample_index" not in inspect.signature(target.forward).parameters:
+        if (
+            not extras
+            or self.prompt_sharing == "none"
+            or "sample_index" not in inspect.signature(target.forward).parameters
+        ):
             return self._extras_to_model_kwargs(extras)
-        key = torch.cat([v.flatten(1).float() for v in extras.values()], dim=1)  # (b, K)
-        _, inverse = torch.unique(key, dim=0, return_inverse=True)  # (b,) ids in sorted order
-        first = [int((inverse == u).nonzero()[0]) for u in range(int(inverse.max()) + 1)]
+        inverse, first = self._prompt_groups(extras)
         unique = {k: v[first] for k, v in extras.items()}  # (U, ...)
         out = self._extras_to_model_kwargs(unique)
         out["sample_index"] = inverse.to(self.accelerator.device)
         return out
+
+    def _prompt_groups(self, extras: Mapping[str, torch.Tensor], prompt_ids=None):
+        """Rows with equal extras (and equal ``prompt_ids`` rows, when given) share a group:
+        -> (inverse (b,): row -> group, in sorted order; first: a row of each group)."""
+        parts = [v.flatten(1).float() for v in extras.values()]
+        if prompt_ids is not None:
+            parts.insert(0, prompt_ids.float())
+        key = torch.cat(parts, dim=1)  # (b, K)
+        _, inverse = torch.unique(key, dim=0, return_inverse=True)  # (b,) ids in sorted order
+        first = [int((inverse == u).nonzero()[0]) for u in range(int(inverse.max()) + 1)]
+        return inverse, first
 
     def _log_logp_gap(self, logps: torch.Tensor, mask: torch.Tensor) -> None:
         """In the loss pass: max |log π_sample − log π_θ| on the completion tokens."""

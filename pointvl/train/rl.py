@@ -167,6 +167,7 @@ def build_rl_trainer(
         extra_columns=("index",),
         group_key="index",
         logprob_chunk_tokens=cfg.logprob_chunk_tokens,
+        prompt_sharing=cfg.prompt_sharing,
         callbacks=[CompleteMarker(), *callbacks],
     )
 
