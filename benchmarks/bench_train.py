@@ -1,4 +1,4 @@
-"""RL speed: rollouts of the PointVL policy (ours vs TRL's generate) and the routing overhead.
+"""RL speed: whole RL steps of the PointVL policy (ours vs stock TRL) and the routing overhead.
 
     python benchmarks/bench_train.py [--steps 8] [--rounds 2] [--quick]
 
@@ -329,7 +329,12 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="fewer steps, skip the PointVL parts")
     ap.add_argument("--rl-steps", type=int, default=4, help="RL steps per rollout run")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the PointVL parts")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the PointVL parts (the rl stage: 1)",
+    )
     ap.add_argument("--out", default=str(ROOT / "results/bench/train.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
