@@ -15,11 +15,13 @@ the ``tiny`` size in ``GRCATrainer``, same seed, same rows, the arms alternating
 - ``decode_prefix``: and the prompt's tokens once per prompt in the loss
   (``prompt_sharing="prefix"``, ``pointvl.train.shared_prompt``).
 
-Reported: completions/s of whole RL steps (generate + score + loss + optimizer), each arm's
-ratio to ``trl_stock`` and to ``trl``, the median seconds of the generate + score and
-loss-forward phases, and the fraction of completions identical to ``trl_stock``'s (the
-first step's are the same draw from the same weights; ``decode_prefix``'s weights differ
-from the second step on by float rounding). ``--threads`` torch threads (the rl stage runs
+Reported: completions/s of whole RL steps (generate + score + loss + optimizer; the median
+over ``--rl-rounds`` x (``--rl-steps`` - 1) steps, the first of a run dropped), each arm's
+ratio to ``trl_stock`` (with a 95% bootstrap interval over steps) and to ``trl``, the median seconds of the generate + score and
+loss-forward phases, and the fraction of completions identical to ``trl_stock``'s, over every
+step of every round (the first step's are the same draw from the same weights; from the
+second step on the weights differ by float rounding between arms whose losses are summed in
+another order). ``--threads`` torch threads (the rl stage runs
 with ``launch.rl_cpu_threads``, 1). The policy is the SFT checkpoint when one exists
 (realistic lengths), else random.
 
@@ -255,10 +257,18 @@ def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: in
             times[kind] += run["steps"]
             for k, v in run["phases"].items():
                 phases[kind][k] += v
-            completions[kind] = run["completions"]
+            completions.setdefault(kind, []).extend(run["completions"])
     B = prompts * cfg.num_generations
     rate = {k: B / statistics.median(v) for k, v in times.items()}
     ref = next(iter(ARMS))
+    rng = np.random.default_rng(0)
+
+    def ratio_ci(kind: str, n: int = 2000) -> list[float]:
+        """95% percentile bootstrap of median(ref step times) / median(kind's), steps
+        resampled within each arm."""
+        a, b = np.asarray(times[ref]), np.asarray(times[kind])
+        r = [np.median(rng.choice(a, a.size)) / np.median(rng.choice(b, b.size)) for _ in range(n)]
+        return [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
 
     def same(kind: str) -> float:
         pairs = zip(completions[ref], completions[kind])
@@ -267,11 +277,13 @@ def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: in
     lengths = [len(c) for step in completions["decode"] for c in step]
     return {
         "policy": source,
+        "torch_threads": torch.get_num_threads(),
         "prompts_per_step": prompts,
         "G": cfg.num_generations,
         "arms": {k: {"rollouts": r, "prompt_sharing": p} for k, (r, p) in ARMS.items()},
         "completions_per_s": rate,
         "ratio_over_trl_stock": {k: rate[k] / rate["trl_stock"] for k in ARMS},
+        "ratio_over_trl_stock_ci95": {k: ratio_ci(k) for k in ARMS},
         "ratio_over_trl": {k: rate[k] / rate["trl"] for k in ARMS},
         "identical_to_trl_stock_frac": {k: same(k) for k in ARMS},
         "completions_compared": sum(len(s) for s in completions[ref]),
@@ -328,7 +340,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-len", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="fewer steps, skip the PointVL parts")
-    ap.add_argument("--rl-steps", type=int, default=4, help="RL steps per rollout run")
+    ap.add_argument("--rl-steps", type=int, default=5, help="RL steps per rollout run")
+    ap.add_argument("--rl-rounds", type=int, default=3, help="rounds of the four rollout arms")
     ap.add_argument(
         "--threads",
         type=int,
@@ -371,7 +384,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         result["rollouts"] = {
             f"prompts_{p}": rollout_throughput(
-                model_cfg, merged["rl"], args.rl_steps, args.rounds, p
+                model_cfg, merged["rl"], args.rl_steps, args.rl_rounds, p
             )
             for p in (2, 8)
         }
@@ -392,7 +405,8 @@ def main() -> None:
         if isinstance(r, dict):
             rates = {a: round(v, 2) for a, v in r["completions_per_s"].items()}
             ratio = {a: round(v, 2) for a, v in r["ratio_over_trl_stock"].items()}
-            print(f"rollouts {k}: completions/s {rates}; over trl_stock {ratio}")
+            ci = {a: [round(x, 2) for x in v] for a, v in r["ratio_over_trl_stock_ci95"].items()}
+            print(f"rollouts {k}: completions/s {rates}; over trl_stock {ratio} CI {ci}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Each file is an evaluation JSON (``pointvl.stages.evaluate``: ``{metric: {"mean"
 ``sd`` is the sample standard deviation over seeds (ddof 1) and ``ci_lo``/``ci_hi`` the 95%
 t-interval of the mean over seeds (few seeds: wide, as it should be).
 
-    paired_over_seeds(spread_runs, {"grca - sft": ("grca_sft", "sft")}, ["kpa3d"])
+    paired_over_seeds(seed_means(groups, metrics), {"grca - sft": ("grca_per_sft", "sft")}, ...)
       -> {"grca - sft": {"kpa3d": {"seeds", "mean", "ci_lo", "ci_hi", "per_seed"}}}
 
 A paired difference takes two groups whose files are aligned seed by seed (file k of each
@@ -45,7 +45,8 @@ def seed_means(
     groups: Mapping[str, Sequence[str | Path]], metrics: Sequence[str]
 ) -> dict[str, dict[str, list[float]]]:
     """{group: {metric: [test-set mean of each file, in file order]}}. A missing file or
-    metric is an error naming it: a spread over fewer seeds than listed would mislead."""
+    metric, or a mean that is null / NaN, is an error naming it: a spread over fewer seeds
+    than listed would mislead."""
     out = {}
     for group, files in groups.items():
         runs = []
@@ -58,7 +59,11 @@ def seed_means(
             missing = [str(f) for f, r in zip(files, runs) if m not in r]
             if missing:
                 raise KeyError(f"seed_spread: metric {m!r} missing in {missing}")
-            out[group][m] = [float(r[m]["mean"]) for r in runs]
+            values = [r[m]["mean"] for r in runs]
+            bad = [str(f) for f, v in zip(files, values) if v is None or not math.isfinite(v)]
+            if bad:
+                raise ValueError(f"seed_spread: metric {m!r} has no finite mean in {bad}")
+            out[group][m] = [float(v) for v in values]
     return out
 
 

@@ -109,3 +109,18 @@ def test_stage_writes_json_and_markdown_and_refuses_one_seed_groups(tmp_path):
     assert "| d (3) | +0.000 [" in (tmp_path / "out/seed_spread.md").read_text()
     with pytest.raises(SystemExit, match=r"seed_spread.paired.d=\['rl', 'x'\]: expected"):
         stage.main(["--params", params({"sft": files, "rl": files}, {"d": ["rl", "x"]})])
+    with pytest.raises(SystemExit, match=r"paired.d=\['rl', 'rl'\]: expected .* two different"):
+        stage.main(["--params", params({"sft": files, "rl": files}, {"d": ["rl", "rl"]})])
+    with pytest.raises(SystemExit, match="the groups list 2 and 3 files; expected as many"):
+        stage.main(["--params", params({"sft": files, "rl": files[:2]}, {"d": ["rl", "sft"]})])
+
+
+def test_a_mean_that_is_not_finite_is_an_error_naming_the_file(tmp_path):
+    a = _write(tmp_path, "a", kpa3d=0.5)
+    nan = _write(tmp_path, "nan", kpa3d=float("nan"))
+    with pytest.raises(ValueError, match="'kpa3d' has no finite mean in .*nan.json"):
+        seed_means({"sft": [a, nan]}, ["kpa3d"])
+    none = tmp_path / "none.json"
+    none.write_text(json.dumps({"kpa3d": {"mean": None}}))
+    with pytest.raises(ValueError, match="no finite mean in .*none.json"):
+        seed_spread({"sft": [a, none]}, ["kpa3d"])

@@ -65,6 +65,26 @@ def test_prefix_sharing_equals_the_full_pass(policy, chunk_tokens):  # noqa: F81
         torch.testing.assert_close(g_n[name], g, rtol=0, atol=1e-4 * scale, msg=name)
 
 
+def test_prefix_sharing_with_micro_batches_and_one_token_completions(policy):  # noqa: F811
+    """Micro-batches that split a prompt's rows, and completions of one token (no completion
+    pass: the prompt's last hidden state alone)."""
+    model, proc = policy
+    trainer, ids, am, T = _rollout(model, proc)
+    for args in (
+        (ids, am, T, 5),
+        (ids[:, : ids.shape[1] - T + 1], am[:, : am.shape[1] - T + 1], 1, None),
+    ):
+        x, m, t, bs = args
+        with torch.no_grad():
+            trainer.prompt_sharing = "encoders"
+            ref = trainer._get_per_token_logps_and_entropies(model, x, m, t, batch_size=bs)[0]
+            trainer.prompt_sharing = "prefix"
+            got = trainer._get_per_token_logps_and_entropies(model, x, m, t, batch_size=bs)[0]
+        mask = m[:, -t:].bool()
+        assert got.shape == ref.shape == (x.shape[0], t)
+        torch.testing.assert_close(got[mask], ref[mask], rtol=0, atol=1e-5)
+
+
 def test_prefix_sharing_refuses_what_it_cannot_run(policy):  # noqa: F811
     from pointvl.config import ConfigError
     from pointvl.train.config import RLConfig

@@ -39,7 +39,9 @@ class SeedSpreadConfig:
     out_dir: str = "results/sft_seeds"
     """Where ``seed_spread.{json,md}`` go."""
     paired: dict = dataclasses.field(default_factory=dict)
-    """Difference name -> [group A, group B], groups whose files are aligned seed by seed."""
+    """Difference name -> [group A, group B]: file k of A is paired with file k of B, so both
+    must list their files in the same seed order (e.g. SFT seeds 0, 1, 2); position is the
+    only alignment the stage knows, the params file states what it means."""
 
     def validate(self) -> None:
         short = {g: len(f) for g, f in self.groups.items() if not isinstance(f, list) or len(f) < 2}
@@ -47,18 +49,27 @@ class SeedSpreadConfig:
             raise ConfigError(
                 f"seed_spread.groups: expected each group to list >= 2 evaluation files; {short}"
             )
-        for name, pair in self.paired.items():
-            if not isinstance(pair, list) or len(pair) != 2 or not set(pair) <= set(self.groups):
+        if not self.metrics:
+            raise ConfigError("seed_spread.metrics is empty: expected at least one metric")
+        for name, pair in (self.paired or {}).items():
+            ok = isinstance(pair, list) and len(pair) == 2 and set(pair) <= set(self.groups)
+            if not ok or pair[0] == pair[1]:
                 raise ConfigError(
-                    f"seed_spread.paired.{name}={pair!r}: expected [group A, group B] of "
-                    f"seed_spread.groups {sorted(self.groups)}"
+                    f"seed_spread.paired.{name}={pair!r}: expected [group A, group B], two "
+                    f"different groups of seed_spread.groups {sorted(self.groups)}"
+                )
+            n = [len(self.groups[g]) for g in pair]
+            if n[0] != n[1]:
+                raise ConfigError(
+                    f"seed_spread.paired.{name}={pair!r}: the groups list {n[0]} and {n[1]} "
+                    "files; expected as many, aligned seed by seed"
                 )
 
 
 def run(cfg: SeedSpreadConfig, profile: str) -> dict:
     groups = {g: [f.format(profile=profile) for f in files] for g, files in cfg.groups.items()}
     spread = seed_spread(groups, cfg.metrics)
-    paired = paired_over_seeds(seed_means(groups, cfg.metrics), cfg.paired, cfg.metrics)
+    paired = paired_over_seeds(seed_means(groups, cfg.metrics), cfg.paired or {}, cfg.metrics)
     out = Path(cfg.out_dir)
     record = {"groups": groups, "spread": spread, "paired": cfg.paired, "differences": paired}
     atomic_write_text(out / "seed_spread.json", json.dumps(record, indent=1, sort_keys=True) + "\n")

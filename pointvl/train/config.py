@@ -195,8 +195,9 @@ class RLConfig:
     """What a loss pass computes once per prompt for its G completions: ``encoders`` (the
     point cloud and the image), ``prefix`` (those and the prompt's tokens: the completions run
     on its KV cache, ``pointvl.train.shared_prompt``; equal to float rounding; one process,
-    no gradient checkpointing) or ``none`` (every row in full, as
-    stock TRL). The committed runs use ``encoders``."""
+    no gradient checkpointing) or ``none`` (every row in full, as stock TRL). A policy without
+    extra inputs (a text-only model) takes TRL's own pass whatever this says. The committed
+    runs use ``encoders``."""
     max_train_prompts: int = 0
     """Use only the first N train samples as prompts (0 = all)."""
     qa_mode: str = "rotate"

@@ -15,9 +15,11 @@ prompt's M-RoPE positions as ``generate`` builds them (``eval.generate._prompt_p
 and text positions after it. Tokens through the stack: U P + B (T - 1) instead of B (P + T);
 each attention query sees the same keys as in the full pass.
 
-Equal to the full pass up to float rounding (``tests/test_shared_prompt.py``: log-probs within
-1e-6 there, bitwise on the tiny SFT checkpoint's batches; gradients summed in another order,
-since a prompt's gradient is summed over its rows before the weight gradients).
+Equal to the full pass up to float rounding (``tests/test_shared_prompt.py`` asserts 1e-5 on
+log-probs and entropies, ~1e-6 observed; gradients are summed in another order, since a
+prompt's gradient is summed over its rows before the weight gradients). Rows are grouped by
+prompt (ids and extras): two prompts on one sample run its point cloud and image twice here,
+once under ``encoders``.
 """
 
 from __future__ import annotations
