@@ -28,7 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pointvl.eval.stats import t_interval
+from pointvl.eval.stats import paired_seed_difference, t_interval
+
+
+def _known(v: float) -> float | None:
+    """None for a NaN (JSON has none: a bound one seed cannot give), else the value."""
+    return None if math.isnan(v) else v
 
 
 def _spread(values: Sequence[float]) -> dict:
@@ -36,9 +41,8 @@ def _spread(values: Sequence[float]) -> dict:
     seed cannot give them."""
     ci = t_interval(values)
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    known = lambda v: None if math.isnan(v) else v  # noqa: E731
     return {"seeds": len(values), "mean": ci["mean"], "sd": sd, "min": min(values),
-            "max": max(values), "ci_lo": known(ci["lo"]), "ci_hi": known(ci["hi"])}  # fmt: skip
+            "max": max(values), "ci_lo": _known(ci["lo"]), "ci_hi": _known(ci["hi"])}  # fmt: skip
 
 
 def seed_means(
@@ -67,10 +71,14 @@ def seed_means(
     return out
 
 
+def spread_of_means(means: Mapping[str, Mapping[str, Sequence[float]]]) -> dict:
+    """{group: {metric: spread over its seeds}} from ``seed_means``' output."""
+    return {g: {m: _spread(v) for m, v in row.items()} for g, row in means.items()}
+
+
 def seed_spread(groups: Mapping[str, Sequence[str | Path]], metrics: Sequence[str]) -> dict:
     """{group: {metric: spread over the group's files}} (module docstring)."""
-    means = seed_means(groups, metrics)
-    return {g: {m: _spread(v) for m, v in row.items()} for g, row in means.items()}
+    return spread_of_means(seed_means(groups, metrics))
 
 
 def paired_over_seeds(
@@ -80,8 +88,6 @@ def paired_over_seeds(
 ) -> dict:
     """{name: {metric: A - B per seed and its t-interval over seeds}} for each ``name: (A, B)``
     of ``pairs``; ``means`` as ``seed_means`` returns it. A and B must list as many seeds."""
-    from pointvl.eval.stats import paired_seed_difference
-
     out = {}
     for name, (a, b) in pairs.items():
         for g in (a, b):
@@ -95,39 +101,38 @@ def paired_over_seeds(
         out[name] = {}
         for m in metrics:
             d = paired_seed_difference(dict(enumerate(means[a][m])), dict(enumerate(means[b][m])))
-            known = lambda v: None if math.isnan(v) else v  # noqa: E731
-            out[name][m] = {"seeds": d["n"], "mean": d["mean"], "ci_lo": known(d["lo"]),
-                            "ci_hi": known(d["hi"]), "per_seed": d["per_seed"]}  # fmt: skip
+            out[name][m] = {"seeds": d["n"], "mean": d["mean"], "ci_lo": _known(d["lo"]),
+                            "ci_hi": _known(d["hi"]), "per_seed": d["per_seed"]}  # fmt: skip
     return out
+
+
+def _table(title: str, first: str, rows: Mapping[str, Mapping[str, dict]], cell) -> str:
+    """A markdown table: one row per entry of ``rows`` (``name (seeds)``), one column per
+    metric, each cell ``cell(entry)``."""
+    metrics = list(next(iter(rows.values())))
+    lines = [f"### {title}", "", f"| {first} (seeds) | " + " | ".join(metrics) + " |",
+             "|---|" + "---|" * len(metrics)]  # fmt: skip
+    for name, row in rows.items():
+        n = next(iter(row.values()))["seeds"]
+        lines.append(f"| {name} ({n}) | " + " | ".join(cell(row[m]) for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def spread_markdown(spread: Mapping[str, Mapping[str, dict]], title: str) -> str:
     """One row per group, one column per metric: ``mean ± sd [min, max]`` over seeds."""
-    metrics = list(next(iter(spread.values())))
-    lines = [f"### {title}", "", "| system (seeds) | " + " | ".join(metrics) + " |",
-             "|---|" + "---|" * len(metrics)]  # fmt: skip
-    for group, row in spread.items():
-        n = next(iter(row.values()))["seeds"]
-        cells = []
-        for m in metrics:
-            s = row[m]
-            sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
-            cells.append(f"{s['mean']:.3f}{sd} [{s['min']:.3f}, {s['max']:.3f}]")
-        lines.append(f"| {group} ({n}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+
+    def cell(s: dict) -> str:
+        sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
+        return f"{s['mean']:.3f}{sd} [{s['min']:.3f}, {s['max']:.3f}]"
+
+    return _table(title, "system", spread, cell)
 
 
 def paired_markdown(paired: Mapping[str, Mapping[str, dict]], title: str) -> str:
     """One row per difference, one column per metric: ``mean [ci_lo, ci_hi]`` over seeds."""
-    metrics = list(next(iter(paired.values())))
-    lines = [f"### {title}", "", "| difference (seeds) | " + " | ".join(metrics) + " |",
-             "|---|" + "---|" * len(metrics)]  # fmt: skip
-    for name, row in paired.items():
-        n = next(iter(row.values()))["seeds"]
-        cells = []
-        for m in metrics:
-            d = row[m]
-            ci = f" [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}]" if d["ci_lo"] is not None else ""
-            cells.append(f"{d['mean']:+.3f}{ci}")
-        lines.append(f"| {name} ({n}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+
+    def cell(d: dict) -> str:
+        ci = f" [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}]" if d["ci_lo"] is not None else ""
+        return f"{d['mean']:+.3f}{ci}"
+
+    return _table(title, "difference", paired, cell)

@@ -22,8 +22,8 @@ from pointvl.seed_spread import (
     paired_markdown,
     paired_over_seeds,
     seed_means,
-    seed_spread,
     spread_markdown,
+    spread_of_means,
 )
 from pointvl.stages._cli import Stage
 
@@ -68,8 +68,9 @@ class SeedSpreadConfig:
 
 def run(cfg: SeedSpreadConfig, profile: str) -> dict:
     groups = {g: [f.format(profile=profile) for f in files] for g, files in cfg.groups.items()}
-    spread = seed_spread(groups, cfg.metrics)
-    paired = paired_over_seeds(seed_means(groups, cfg.metrics), cfg.paired or {}, cfg.metrics)
+    means = seed_means(groups, cfg.metrics)  # every file read once
+    spread = spread_of_means(means)
+    paired = paired_over_seeds(means, cfg.paired or {}, cfg.metrics)
     out = Path(cfg.out_dir)
     record = {"groups": groups, "spread": spread, "paired": cfg.paired, "differences": paired}
     atomic_write_text(out / "seed_spread.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
