@@ -123,11 +123,12 @@ def to_model_device(model, batch: dict) -> dict:
 def _scores(logits: torch.Tensor, sampling: Sampling, suppress: torch.Tensor | None):
     """Processed scores as ``generate`` builds them: float32 copy, suppressed ids at -inf,
     divided by T when sampling. (B, V) -> (B, V)."""
-    scores = logits.to(dtype=torch.float32, copy=True)  # (B, V)
+    if sampling.do_sample:  # the same values as suppress-then-divide: -inf / T = -inf
+        scores = logits.to(torch.float32) / sampling.temperature  # (B, V), a new tensor
+    else:
+        scores = logits.to(dtype=torch.float32, copy=True)  # (B, V)
     if suppress is not None:
         scores[:, suppress] = -float("inf")
-    if sampling.do_sample:
-        scores = scores / sampling.temperature
     return scores
 
 
@@ -201,15 +202,19 @@ def _prefill(model, batch: dict, G: int, max_new_tokens: int, lean: bool):
     return logits, next_pos, _ModuleStep(model, out.cache, am)
 
 
-def _draw(scores: torch.Tensor, sampling: Sampling, rows: torch.Tensor, B: int) -> torch.Tensor:
+def _draw(scores: torch.Tensor, noise: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
     """The next token of each batch row (b,) from its processed scores (b, V): argmax when
-    greedy; else ``torch.multinomial(p, 1)`` as ``argmax(p / q)``, q ~ Exp(1) drawn for all B
-    rows of the batch (finished ones too, as ``generate`` does) and read at ``rows``."""
-    if not sampling.do_sample:
+    greedy (``noise`` None); else ``torch.multinomial(p, 1)`` as ``argmax(p / q)``, q ~ Exp(1)
+    drawn into ``noise`` (B, V) for all B rows of the batch (finished ones too, as ``generate``
+    does) and read at ``rows``. ``noise`` is one buffer per ``decode`` call (the same draws as
+    a new tensor per step, without the allocation)."""
+    if noise is None:
         return scores.argmax(-1)
     probs = torch.softmax(scores, dim=-1)  # (b, V)
-    q = torch.empty((B, probs.shape[1]), device=probs.device).exponential_(1)  # (B, V)
-    return (probs / q[rows]).argmax(-1)
+    q = noise.exponential_(1)  # (B, V)
+    if rows.numel() < q.shape[0]:
+        q = q[rows]  # (b, V)
+    return probs.div_(q).argmax(-1)
 
 
 @torch.no_grad()
@@ -244,25 +249,30 @@ def decode(
     B, bdim = logits.shape[0], next_pos.dim() - 2
 
     rows = torch.arange(B, device=device)  # batch row -> completion index
-    finished = torch.zeros(B, dtype=torch.bool, device=device)  # per completion
+    done = torch.zeros(B, dtype=torch.bool, device=device)  # per batch row: ended its turn
+    noise = None  # Exp(1) draws of a step, (B, V), one buffer for the call
+    if sampling.do_sample:
+        noise = logits.new_empty(B, logits.shape[1], dtype=torch.float32)
     ids = torch.full((B, T), sampling.pad_token_id, dtype=torch.long, device=device)
     lps = torch.zeros((B, T), device=device) if return_logprobs else None
+    at = slice(None)  # where this step's rows are written: all, until rows leave (then rows)
     steps = 0
     for step in range(T):
         scores = _scores(logits, sampling, suppress)  # (b, V)
-        tok = _draw(scores, sampling, rows, B)  # (b,)
-        ids[rows, step] = tok
+        tok = _draw(scores, noise, rows)  # (b,)
+        ids[at, step] = tok
         if return_logprobs:
-            lps[rows, step] = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0]
-        finished[rows] |= torch.isin(tok, eos)
+            lps[at, step] = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0]
+        done |= torch.isin(tok, eos)
         steps = step + 1
-        done_here = int(finished[rows].sum())
+        done_here = int(done.sum())
         if done_here == rows.numel() or steps == T:
             break
         if done_here >= max(1, rows.numel() // 4):  # a quarter finished: they leave
-            sel = (~finished[rows]).nonzero()[:, 0]  # (b',)
+            sel = (~done).nonzero()[:, 0]  # (b',)
             step_fn.select(sel)
             rows, tok, next_pos = rows[sel], tok[sel], next_pos.index_select(bdim, sel)
+            done, at = done[sel], rows
         logits = step_fn(tok, next_pos)  # (b, V)
         next_pos = next_pos + 1
     eos_ids = sampling.eos_token_ids

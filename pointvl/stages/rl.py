@@ -35,6 +35,7 @@ from pathlib import Path
 from pointvl.config import ConfigError, SchemaConfig
 from pointvl.io import atomic_write_json, read_jsonl
 from pointvl.stages._cli import Context, Flag, Stage
+from pointvl.train.allocator import keep_heap
 from pointvl.train.config import RLConfig
 from pointvl.train.launch import LaunchConfig, check_launch, processes_launched, set_cpu_threads
 from pointvl.train.logs import MetricsLogger
@@ -230,7 +231,10 @@ def _prepare(ctx: Context) -> None:
         )  # fmt: skip
     cfg = cfg.resolved(ctx.profile)
     cfg.check_inputs(ctx.profile)
-    set_cpu_threads(ctx.launch, check_launch(ctx.launch, cfg.bf16, "rl"))
+    launch = check_launch(ctx.launch, cfg.bf16, "rl")
+    set_cpu_threads(ctx.launch, launch)
+    if launch.device == "cpu":
+        keep_heap()  # glibc keeps its heap between decoding steps (no values change)
     check_prompts(cfg, _train_prompts(cfg), processes_launched())
     tok = AutoTokenizer.from_pretrained(cfg.sft_checkpoint)
     budget = resolve_budget(
