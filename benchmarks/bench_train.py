@@ -23,7 +23,10 @@ step of every round (the first step's are the same draw from the same weights; f
 second step on the weights differ by float rounding between arms whose losses are summed in
 another order). ``--threads`` torch threads (the rl stage runs
 with ``launch.rl_cpu_threads``, 1). The policy is the SFT checkpoint when one exists
-(realistic lengths), else random.
+(realistic lengths), else random. Every arm runs in this one process under one glibc heap
+setting, ``--malloc`` (default ``keep_heap``, what the rl stage sets on a CPU launch:
+``pointvl.train.allocator``; ``default``: glibc's own), so the ratios compare code only;
+the minor page faults per step of each arm are recorded beside them.
 
 ``scripted`` / ``sampled`` (the routing overhead):
 Same tiny model (random 2-layer Qwen2 LM, BPE tokenizer), same rows, same seed, one process,
@@ -65,6 +68,7 @@ from pointvl.config import load_params
 from pointvl.credit import CreditConfig
 from pointvl.io import atomic_write_json
 from pointvl.step import Scoring
+from pointvl.train.allocator import keep_heap
 from pointvl.train.grca_trainer import GeometryTask, GRCATrainer
 from pointvl.train.routed import TaskReward
 from pointvl.train.tiny import (
@@ -236,10 +240,12 @@ def _timed_run(model, proc, dataset, rows, cfg, rollouts: str, sharing: str) -> 
         t.rollouts, t.prompt_sharing, t.completions = rollouts, sharing, []
         t.phase_times = {"generate_and_score": [], "loss_forward": []}
         torch.manual_seed(0)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t.train()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     steps = [r["step_time"] for r in t.state.log_history if "step_time" in r]
     return {"steps": steps[1:], "phases": {k: v[1:] for k, v in t.phase_times.items()},
-            "completions": t.completions}  # fmt: skip
+            "completions": t.completions, "faults_per_step": faults / cfg.max_steps}  # fmt: skip
 
 
 def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: int) -> dict:
@@ -251,6 +257,7 @@ def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: in
     times = {k: [] for k in ARMS}
     phases = {k: {"generate_and_score": [], "loss_forward": []} for k in ARMS}
     completions: dict[str, list] = {}
+    faults: dict[str, list] = {k: [] for k in ARMS}
     for _ in range(rounds):
         for kind, (rollouts, sharing) in ARMS.items():
             run = _timed_run(model, proc, dataset, rows, cfg, rollouts, sharing)
@@ -258,6 +265,7 @@ def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: in
             for k, v in run["phases"].items():
                 phases[kind][k] += v
             completions.setdefault(kind, []).extend(run["completions"])
+            faults[kind].append(run["faults_per_step"])
     B = prompts * cfg.num_generations
     rate = {k: B / statistics.median(v) for k, v in times.items()}
     ref = next(iter(ARMS))
@@ -291,6 +299,7 @@ def rollout_throughput(model_cfg, rl: dict, steps: int, rounds: int, prompts: in
         "phase_median_s": {
             k: {p: statistics.median(v) for p, v in ph.items()} for k, ph in phases.items()
         },
+        "minor_page_faults_per_step": {k: statistics.median(v) for k, v in faults.items()},
         "s_per_step_all": times,
     }
 
@@ -349,7 +358,15 @@ def main() -> None:
         help="torch threads of the PointVL parts (the rl stage: 1)",
     )
     ap.add_argument("--out", default=str(ROOT / "results/bench/train.json"))
+    ap.add_argument(
+        "--malloc",
+        choices=("keep_heap", "default"),
+        default="keep_heap",
+        help="glibc heap setting of this process, the same for every arm (the rl stage: "
+        "keep_heap, pointvl.train.allocator)",
+    )
     args = ap.parse_args()
+    allocator = keep_heap() if args.malloc == "keep_heap" else {"allocator": "default"}
     torch.set_num_threads(1)
     if args.quick:
         args.steps, args.rounds = 3, 1
@@ -363,6 +380,7 @@ def main() -> None:
             "processor": platform.processor(),
             "torch_threads": torch.get_num_threads(),
             "device": "cpu",
+            "allocator": allocator,
         },  # fmt: skip
         "setting": {
             "G": G,
