@@ -66,20 +66,14 @@ import json, sys, torch
 if sys.argv[1] == "keep":
     from pointvl.train.allocator import keep_heap
     keep_heap()
-from pointvl.eval.generate import Sampling, decode
+from pointvl.eval.generate import decode
+from pointvl.train.lab import lab_sampling, prompt_batch
 from pointvl.train.tiny import tiny_lm, tiny_tokenizer
 torch.set_num_threads(1)
 tok = tiny_tokenizer()
 model = tiny_lm(tok, hidden=64, layers=2, seed=5).eval()
-prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in ("a", "the box is")]
-L = max(map(len, prompts))
-batch = {
-    "input_ids": torch.tensor([[tok.pad_token_id] * (L - len(p)) + p for p in prompts]),
-    "attention_mask": torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts]),
-}
-end = tok.convert_tokens_to_ids("<|im_end|>")
-sampling = Sampling(max_new_tokens=40, eos_token_ids=(end,), pad_token_id=tok.pad_token_id,
-                    do_sample=True, temperature=0.7)
+batch = prompt_batch(tok, [{"prompt": "a"}, {"prompt": "the box is"}])  # left-padded
+sampling = lab_sampling(tok, temperature=0.7)  # 40 new tokens at most
 torch.manual_seed(3)
 out = decode(model, batch, sampling, 4, return_logprobs=True)
 print(json.dumps([out.ids, [[float.hex(x) for x in r] for r in out.logprobs]]))

@@ -146,13 +146,19 @@ def test_study_lists_feed_the_study_report():
     assert set(report["systems"]) >= {*study["arms"], "sft", "grca_kpm"}
 
 
-def _dvc(cwd: Path, *args: str) -> str:
+def _dvc_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``dvc <args>`` in ``cwd``; asserts it succeeded."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     dvc = shutil.which("dvc") or str(Path(os.sys.executable).parent / "dvc")
     res = subprocess.run(
         [dvc, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, f"dvc {' '.join(args)}:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    res = _dvc_run(cwd, *args)
     return res.stdout + res.stderr
 
 
@@ -222,14 +228,9 @@ def test_committed_locks_record_the_code_as_it_is():
     """Every code dep in the five pipelines' locks is this checkout's code: a change under
     pointvl/ (or a notebook, an accelerate config) reruns its stages or is recorded with them.
     Data and checkpoints are left out: they differ between machine kinds (README,
-    Reproducibility), and a fresh clone has none; so are deps absent from this checkout. Also catches hashes that counted
-    __pycache__ (.dvcignore)."""
-    out = subprocess.run(
-        [str(Path(os.sys.executable).parent / "dvc"), "status", "--json"],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    status = yaml.safe_load(out.stdout or "{}")
+    Reproducibility), and a fresh clone has none; so are deps absent from this checkout.
+    Also catches hashes that counted __pycache__ (.dvcignore)."""
+    status = yaml.safe_load(_dvc_run(ROOT, "status", "--json").stdout or "{}")
     stale = sorted(
         f"{stage}: {dep}"
         for stage, entries in status.items()

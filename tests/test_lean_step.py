@@ -19,6 +19,7 @@ from test_rollout_equivalence import policy as policy  # noqa: F401  (the module
 
 from pointvl.eval.generate import Sampling, decode, hf_generate
 from pointvl.eval.lean_step import LeanStep
+from pointvl.train.lab import prompt_batch
 
 
 def _both(model, batch, sampling, n: int) -> tuple:
@@ -86,12 +87,7 @@ def test_lean_decode_on_a_text_only_qwen2_equals_module_and_generate(attn):
     implementations transformers offers on the CPU, left-padded prompts."""
     model, tok = _tiny_text_lm(attn)
     assert LeanStep.supports(model)
-    prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in ("a", "the box is", "12 3")]
-    L = max(map(len, prompts))
-    batch = {
-        "input_ids": torch.tensor([[tok.pad_token_id] * (L - len(p)) + p for p in prompts]),
-        "attention_mask": torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts]),
-    }
+    batch = prompt_batch(tok, [{"prompt": p} for p in ("a", "the box is", "12 3")])
     end = tok.convert_tokens_to_ids("<|im_end|>")
     sampling = Sampling(max_new_tokens=20, eos_token_ids=(end,), pad_token_id=tok.pad_token_id,
                         do_sample=True, temperature=1.0)  # fmt: skip

@@ -130,10 +130,9 @@ class LeanStep:
             k[:, :, :L], v[:, :, :L] = layer.keys, layer.values
             self.k.append(k)
             self.v.append(v)
-        self.length = L  # keys written so far
+        self.length = self.prompt_length = L  # keys written so far / by the prefill
         self.max_new_tokens = max_new_tokens
         self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, T, dh) cos, sin
-        self.steps = 0  # decoding steps run
         self.fused = [_fused_weights(layer) for layer in self.lm.layers]
         # key mask (B, 1, 1, S): the prompt's padding is False; None when there is none
         if attention_mask is None:
@@ -192,7 +191,7 @@ class LeanStep:
             pos = position_ids[1:] if position_ids.dim() == 3 else position_ids
             ahead = torch.arange(self.max_new_tokens, device=pos.device)  # (T,)
             self.rope = self.lm.rotary_emb(h, pos + ahead)  # (b, T, dh) each
-        t = self.steps
+        t = self.length - self.prompt_length  # decoding steps run before this one
         cos = self.rope[0][:, None, t : t + 1]  # (b, 1, 1, dh)
         sin = self.rope[1][:, None, t : t + 1]
         s, dh = self.length, self.head_dim
@@ -215,5 +214,5 @@ class LeanStep:
             gate, up = F.linear(x, w_gu).split((ni, ni), dim=-1)
             gated = mlp.act_fn(gate) * up
             h = h + _linear(gated, mlp.down_proj)  # (b, 1, d)
-        self.length, self.steps = s + 1, t + 1
+        self.length = s + 1
         return self.model.lm_head(_rms(h, self.lm.norm)[:, -1])  # (b, V)
