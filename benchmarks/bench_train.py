@@ -11,7 +11,8 @@ the ``tiny`` size in ``GRCATrainer``, same seed, same rows, the arms alternating
 - ``trl``: TRL's generation, our loss pass (encoders once per prompt);
 - ``decode``: the committed runs' setting: the evaluation sampler (each prompt prefilled once
   for its G completions, ``LeanStep`` decoding on a preallocated KV cache, finished rows
-  leaving the batch) and encoders once per prompt in the loss;
+  leaving the batch, each step's Exp(1) draws made during the step before on a second
+  thread) and encoders once per prompt in the loss;
 - ``decode_prefix``: and the prompt's tokens once per prompt in the loss
   (``prompt_sharing="prefix"``, ``pointvl.train.shared_prompt``).
 

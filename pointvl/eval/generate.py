@@ -16,7 +16,11 @@ the text layers' arithmetic on a preallocated KV cache, bitwise equal to the mod
 modules on a ``DynamicCache``, which ``lean=False`` runs instead) with the positions
 ``generate`` would build (text positions + ``rope_deltas`` of the M-RoPE prompt), and the same
 random draws (``torch.multinomial(p, 1)`` is ``argmax(p / q)``, q ~ Exp(1) over the full
-(B, V) batch, which is drawn whole even after rows finished).
+(B, V) batch, which is drawn whole even after rows finished). On the CPU each step's draws are
+made on a second thread during the step before (``_Noise``): the same numbers from the same
+generator in the same order, and the generator ends where ``generate`` leaves it
+(``tests/test_draw_ahead.py``); a decode of 8 prompts x 8 is 1.29x faster for it
+(``benchmarks/profile_decode.py``).
 Two things can differ in the last float bits: the prompt is prefilled once for its G
 completions, and finished rows leave the batch (a quarter at a time), so matrix products run
 on other batch sizes. ``bench_train`` counts the completions that stay identical.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from tqdm.auto import tqdm
@@ -202,16 +207,72 @@ def _prefill(model, batch: dict, G: int, max_new_tokens: int, lean: bool):
     return logits, next_pos, _ModuleStep(model, out.cache, am)
 
 
+class _Noise:
+    """The Exp(1) draws of the sampling steps of one ``decode`` call, (B, V) per step, all B
+    rows (finished ones too, as ``generate`` does).
+
+    On the CPU the next step's draws are made on a second thread while this step's forward
+    runs (``ahead=True``): the draws are the same numbers in the same order as drawing each
+    step's in turn, since the CPU generator is one stream consumed element by element, and
+    nothing else draws from it during decoding (``decode`` draws ahead only with ``LeanStep``
+    steps, which are arithmetic only; the model's own modules may hold dropout). The draw
+    made ahead for a step that never comes is undone at ``close`` (the generator is put back
+    to its state before that draw), so the generator ends where ``generate`` leaves it. Two
+    buffers alternate: step k's draws are read while step k + 1's are written.
+
+        take() -> q_k (B, V);  close() after the last step
+    """
+
+    def __init__(self, B: int, V: int, device, ahead: bool):
+        self.gen = torch.default_generator if torch.device(device).type == "cpu" else None
+        self.ahead = bool(ahead) and self.gen is not None
+        n = 2 if self.ahead else 1
+        self.buffers = [torch.empty((B, V), dtype=torch.float32, device=device) for _ in range(n)]
+        self.pool = ThreadPoolExecutor(1, "pointvl-noise") if self.ahead else None
+        self.k = 0  # the next step to take
+        self.pending = None  # (future of step k's draws, generator state before them)
+        if self.ahead:
+            self._submit()
+
+    def _submit(self) -> None:
+        state = self.gen.get_state()
+        buf = self.buffers[self.k % len(self.buffers)]
+        self.pending = (self.pool.submit(buf.exponential_, 1), state)
+
+    def take(self, more: bool) -> torch.Tensor:
+        """Step k's draws (B, V); ``more``: a step k + 1 may follow (its draws start now)."""
+        buf = self.buffers[self.k % len(self.buffers)]
+        if self.ahead:
+            self.pending[0].result()
+            self.pending = None
+        else:
+            buf.exponential_(1)
+        self.k += 1
+        if self.ahead and more:
+            self._submit()
+        return buf
+
+    def close(self) -> None:
+        """Undo a draw made for a step that did not come; stop the thread."""
+        if self.pending is not None:
+            future, state = self.pending
+            future.result()
+            self.gen.set_state(state)
+            self.pending = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+
 def _draw(scores: torch.Tensor, noise: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
     """The next token of each batch row (b,) from its processed scores (b, V): argmax when
-    greedy (``noise`` None); else ``torch.multinomial(p, 1)`` as ``argmax(p / q)``, q ~ Exp(1)
-    drawn into ``noise`` (B, V) for all B rows of the batch (finished ones too, as ``generate``
-    does) and read at ``rows``. ``noise`` is one buffer per ``decode`` call (the same draws as
-    a new tensor per step, without the allocation)."""
+    greedy (``noise`` None); else ``torch.multinomial(p, 1)`` as ``argmax(p / q)``, with
+    ``noise`` q (B, V) this step's Exp(1) draws for all B rows of the batch (``_Noise``), read
+    at ``rows``."""
     if noise is None:
         return scores.argmax(-1)
     probs = torch.softmax(scores, dim=-1)  # (b, V)
-    q = noise.exponential_(1)  # (B, V)
+    q = noise
     if rows.numel() < q.shape[0]:
         q = q[rows]  # (b, V)
     return probs.div_(q).argmax(-1)
@@ -225,6 +286,7 @@ def decode(
     num_generations: int = 1,
     return_logprobs: bool = False,
     lean: bool = True,
+    draw_ahead: bool = True,
 ) -> Decoded:
     """Complete each of the B0 prompts of ``batch`` ``num_generations`` = G times (rows
     group-major: row i*G + g).
@@ -234,6 +296,9 @@ def decode(
     ``image_grid_thw`` (B0, 3), optional ``mm_token_type_ids``). Works for the PointVL
     policy, any Qwen2.5-VL-style model and any causal LM whose forward takes ``cache``;
     ``lean=False`` forces the model's own modules at every step (``_ModuleStep``).
+    ``draw_ahead``: on the CPU with ``LeanStep`` steps, each sampling step's Exp(1) draws are
+    made on a second thread during the step before (``_Noise``; the same draws either way,
+    tested).
     Rows stay in the batch after their end-of-turn until a quarter of it has finished, then
     leave it; the tokens they draw meanwhile are cut at the first end-of-turn.
     """
@@ -250,31 +315,36 @@ def decode(
 
     rows = torch.arange(B, device=device)  # batch row -> completion index
     done = torch.zeros(B, dtype=torch.bool, device=device)  # per batch row: ended its turn
-    noise = None  # Exp(1) draws of a step, (B, V), one buffer for the call
-    if sampling.do_sample:
-        noise = logits.new_empty(B, logits.shape[1], dtype=torch.float32)
+    # ahead only with LeanStep: its steps draw nothing (module steps may hold dropout)
+    ahead = draw_ahead and isinstance(step_fn, LeanStep)
+    noise = _Noise(B, logits.shape[1], device, ahead) if sampling.do_sample else None
     ids = torch.full((B, T), sampling.pad_token_id, dtype=torch.long, device=device)
     lps = torch.zeros((B, T), device=device) if return_logprobs else None
     at = slice(None)  # where this step's rows are written: all, until rows leave (then rows)
     steps = 0
-    for step in range(T):
-        scores = _scores(logits, sampling, suppress)  # (b, V)
-        tok = _draw(scores, noise, rows)  # (b,)
-        ids[at, step] = tok
-        if return_logprobs:
-            lps[at, step] = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0]
-        done |= torch.isin(tok, eos)
-        steps = step + 1
-        done_here = int(done.sum())
-        if done_here == rows.numel() or steps == T:
-            break
-        if done_here >= max(1, rows.numel() // 4):  # a quarter finished: they leave
-            sel = (~done).nonzero()[:, 0]  # (b',)
-            step_fn.select(sel)
-            rows, tok, next_pos = rows[sel], tok[sel], next_pos.index_select(bdim, sel)
-            done, at = done[sel], rows
-        logits = step_fn(tok, next_pos)  # (b, V)
-        next_pos = next_pos + 1
+    try:
+        for step in range(T):
+            scores = _scores(logits, sampling, suppress)  # (b, V)
+            q = noise.take(more=step + 1 < T) if noise is not None else None  # (B, V)
+            tok = _draw(scores, q, rows)  # (b,)
+            ids[at, step] = tok
+            if return_logprobs:
+                lps[at, step] = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0]
+            done |= torch.isin(tok, eos)
+            steps = step + 1
+            done_here = int(done.sum())
+            if done_here == rows.numel() or steps == T:
+                break
+            if done_here >= max(1, rows.numel() // 4):  # a quarter finished: they leave
+                sel = (~done).nonzero()[:, 0]  # (b',)
+                step_fn.select(sel)
+                rows, tok, next_pos = rows[sel], tok[sel], next_pos.index_select(bdim, sel)
+                done, at = done[sel], rows
+            logits = step_fn(tok, next_pos)  # (b, V)
+            next_pos = next_pos + 1
+    finally:
+        if noise is not None:
+            noise.close()  # the generator as generate leaves it
     eos_ids = sampling.eos_token_ids
     out_ids = [_trim(r, eos_ids) for r in ids[:, :steps].tolist()]
     out_lps = None
