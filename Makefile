@@ -31,6 +31,7 @@ lab: setup  ## JupyterLab on the project's kernel ("PointVL-3D"), headless; prin
 bench: setup
 	for b in benchmarks/bench_*.py; do python $$b || exit 1; done
 	python benchmarks/bench_train.py --malloc default --out results/bench/train_malloc_default.json
+	python benchmarks/profile_decode.py  # needs the tiny SFT checkpoint (dvc repro sft)
 
 gpu-check: setup  ## the paper-size policy on one CUDA GPU: bf16 forward/backward, generation, 2 GRCA steps
 	python scripts/gpu_check.py

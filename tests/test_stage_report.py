@@ -178,3 +178,15 @@ def test_seed_intervals_are_cut_at_the_metric_range():
     assert clip_to_range("spread3d", -0.1, 1.4) == (0.0, 1.4)  # no upper bound
     assert clip_to_range("chamfer3d", 0.1, 2.5) == (0.1, 2.5)
     assert clip_to_range("iou3d", None, float("nan")) == (None, None)
+
+
+def test_claims_name_the_budget_matched_sft_as_such():
+    """Labels lose their notes in claims ("GDPO (per-field ...)" -> "GDPO"), but the
+    budget-matched SFT keeps its qualifier: "GRCA − SFT" would name another system."""
+    from pointvl.eval.results import Claim, claim_text
+
+    d = {"kind": "one seed", "diff": 0.2, "lo": 0.1, "hi": 0.3, "per_seed": [0.2], "seeds": 1}
+    text = claim_text(Claim("grca", "sft_budget", "kpa3d"), d, None, "ours only", "-")
+    assert text.startswith("GRCA − SFT (budget-matched) on KPA-3D")
+    text = claim_text(Claim("gdpo", "sft", "kpa3d"), d, None, "ours only", "-")
+    assert text.startswith("GDPO − SFT on KPA-3D")

@@ -272,11 +272,18 @@ def seed_of(system: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def short_label(system: str) -> str:
+    """A system's label without its note ("GDPO (per-field ...)" -> "GDPO"); the budget-matched
+    SFT keeps its qualifier, which is what tells it from SFT."""
+    label = LABELS.get(system, system)
+    return label if system == "sft_budget" else label.split(" (")[0]
+
+
 def claim_text(c: Claim, d: Mapping, paper_diff, verdict_: str, reason: str) -> str:
     """ "GRCA − GRPO on KPA-3D (3 seeds): ours +0.04 [+0.01, +0.07] (per seed ...), paper
     +0.04 -> supported (...)"."""
     label = METRIC_LABELS.get(c.metric, c.metric)
-    name = {k: LABELS.get(k, k).split(" (")[0] for k in (c.a, c.b)}
+    name = {k: short_label(k) for k in (c.a, c.b)}
     how = {"seeds": f"{d['seeds']} seeds, t over per-seed differences",
            "seeds, B one run": f"{d['seeds']} seeds of {name[c.a]} vs one run of {name[c.b]}",
            "seeds, A one run": f"one run of {name[c.a]} vs {d['seeds']} seeds of {name[c.b]}",
