@@ -60,7 +60,14 @@ def test_report_stage(smoke_data, tmp_path):
     pred.mkdir(), met.mkdir()
     for system, texts in (("grca", perfect), ("grpo", collapsed)):
         _write_system(pred, met, system, targets, texts, q)
+    aabb = {m: {"mean": 0.964, "lo": 0.962, "hi": 0.965, "n": 4} for m in ("iou3d", "kpa3d")}
+    (met / "trivial.json").write_text(json.dumps({"trivial: cloud AABB (no learning)": aabb}))
     _run_report(tmp_path, smoke_data, pred, met, claims=CLAIMS)
+    # every 3D table carries the non-learned floor; Table 5 says where the λ sweep is
+    t5 = (tmp_path / "tables/table5.md").read_text()
+    aabb_row = next(line for line in t5.splitlines() if line.startswith("| trivial: cloud AABB"))
+    assert "0.964 [0.962, 0.965]" in aabb_row
+    assert "No λ sweep in this pipeline" in t5
     t3 = (tmp_path / "tables/table3.md").read_text()
     row = {line.split("|")[1].strip(): line for line in t3.splitlines() if line.startswith("| ")}
     assert "no run" in row["SFT"] and "0.640" in row["SFT"]  # the paper's SFT KPA-3D, labelled

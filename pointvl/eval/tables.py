@@ -144,7 +144,7 @@ def write_report(cfg: ReportConfig, profile: str, reported: dict) -> dict:
     trivial = load_json(results.metrics_path("trivial")) or {}
     _grounding_tables(cfg, results, reported, trivial, tables, notes)
     sentences = _ablation_table(cfg, results, reported, trivial, tables, notes)
-    _language_and_lambda_tables(cfg, results, reported, tables, notes)
+    _language_and_lambda_tables(cfg, results, reported, trivial, tables, notes)
     acc = acceptance(cfg, results)
     atomic_write_json(tables / "rl_acceptance.json", acc)
     atomic_write_text(tables / "rl_acceptance.md", acceptance_md(acc))
@@ -211,8 +211,8 @@ def _ablation_table(cfg, results, reported, trivial, tables: Path, notes: list) 
     return sentences
 
 
-def _language_and_lambda_tables(cfg, results, reported, tables: Path, notes: list) -> None:
-    """Table 4 (language) and Table 5 (RPC weight λ)."""
+def _language_and_lambda_tables(cfg, results, reported, trivial, tables: Path, notes: list) -> None:
+    """Table 4 (language) and Table 5 (RPC weight λ, with the non-learned 3D rows)."""
     from pointvl.eval.report import write_table
 
     lang = {s: LABELS[s] for s in ("sft", "grca", "grca_rpc") if s in cfg.systems}
@@ -224,8 +224,14 @@ def _language_and_lambda_tables(cfg, results, reported, tables: Path, notes: lis
     t5 = {"GRCA (no RPC)": results.rows({"grca": "x"}, GEOMETRY)["x"]}
     for lam, s in cfg.lambda_systems.items():
         t5[lam] = results.rows({s: "x"}, GEOMETRY)["x"]
+    for name, row in trivial.items():
+        t5[name] = {m: _row_triple(row, m) for m in ("iou3d", "kpa3d")}
+    sweep = [] if cfg.lambda_systems else [
+        "No λ sweep in this pipeline: it runs in the study (`dvc repro studies/rl/dvc.yaml`, "
+        "`results/study/tables/table5.md`); the default λ's GRCA + RPC arm is in Table 3."]  # fmt: skip
     write_table("table5", t5, reported["table5_rpc_weight"], tables, list(GEOMETRY),
-                notes=[*notes, "Every row from the same SFT checkpoint."],
+                notes=[*notes, "Every row from the same SFT checkpoint.", *sweep,
+                       "Non-learned rows: 3D box and keypoint columns only."],
                 caption="Table 5: RPC weight λ")  # fmt: skip
 
 
