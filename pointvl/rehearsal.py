@@ -217,6 +217,20 @@ def _assets_stage() -> dict:
     }
 
 
+NOT_REHEARSED_OUTS = ("${active.results_root}/credit_lab",)
+"""Outputs of stages the rehearsal does not run: a notebook's slot naming one falls back to
+the notebook's own file (the notebook then says the results are missing)."""
+
+
+def _rehearsed_items(items: dict) -> dict:
+    """A stage's ``foreach`` items with their ``NOT_REHEARSED_OUTS`` slots replaced."""
+    return {
+        key: {slot: f"notebooks/{key}.py" if v in NOT_REHEARSED_OUTS else v
+              for slot, v in item.items()} if isinstance(item, dict) else item
+        for key, item in items.items()
+    }  # fmt: skip
+
+
 LARGE_OUTS = ("/figures/", "/notebooks/")
 """Rehearsal outputs kept in the DVC cache, not git: figures (8,192-point HTML views) and
 executed notebooks (~70 MB); its metrics, tables, predictions and logs are committed."""
@@ -248,6 +262,8 @@ def rehearsal_pipeline(main: dict) -> dict:
         body["deps"] = [*body.get("deps", []), *EXTRA_DEPS.get(name, ())]
         body["params"] = [STUDY_PARAMS if p == "profile" else p for p in body.get("params", [])]
         body["outs"] = [_cached_if_large(o) for o in body.get("outs", [])]
+        if isinstance(stage.get("foreach"), dict):
+            stage["foreach"] = _rehearsed_items(stage["foreach"])
         stages[name] = {"wdir": "../..", **stage} if "do" not in stage else stage
         if "do" in stage:
             stage["do"] = {"wdir": "../..", **body}

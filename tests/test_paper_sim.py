@@ -64,6 +64,9 @@ def test_the_rehearsal_pipeline_is_generated_from_dvc_yaml():
     )
     dvc = yaml.safe_load((ROOT / "studies/paper_sim/dvc.yaml").read_text())
     assert list(dvc["stages"])[0] == "rehearsal_assets"
+    # notebook 05 reads the credit lab in the main pipeline; the rehearsal does not run it
+    assert "credit_lab" in (ROOT / "dvc.yaml").read_text()
+    assert "credit_lab" not in (ROOT / "studies/paper_sim/dvc.yaml").read_text()
     assert {"sft", "rl", "evaluate", "report", "notebooks"} <= set(dvc["stages"])
     sft = dvc["stages"]["sft"]["cmd"]
     assert sft.startswith("accelerate launch --config_file ${active.accelerate_config}")
