@@ -230,6 +230,27 @@ keys = [f"reward/{f}" for f in ("bbox2d", "bbox3d", "kpts2d", "kpts3d", "rpc", "
 last_metrics_html(live, keys + ["spans/parse_fail_frac", "loss/clipfrac"], last=3)
 
 # %% [markdown]
+# ## Rollouts are sampled from the policy the loss scores
+#
+# RL is on-policy only if the completions are drawn from the same distribution the loss
+# pass scores. An earlier version of this trainer sampled through TRL's `generate` call,
+# which passed no `mm_token_type_ids`: Qwen2.5-VL then gave the sampled completions plain
+# 1-D text positions, while every log-prob pass and every evaluation used the 3-D M-RoPE
+# positions of the point and image tokens. The updates were off-policy with no correction
+# (the ratio is 1 at the first pass), most sampled completions failed to parse, and every RL
+# number of those runs was thrown away (the RL issue has the measurements).
+#
+# Now `GRCATrainer` samples with the evaluation sampler, `pointvl.eval.generate.decode`:
+# the prompt is prefilled once with the same inputs the loss pass uses (M-RoPE positions,
+# point and image tokens), then its G completions are decoded on a preallocated KV cache.
+# `tests/test_rollout_equivalence.py` pins three equalities on the PointVL policy: greedy
+# completions equal through the trainer and the evaluation path; the trainer's per-token
+# log-probs of sampled completions equal a plain forward; and they equal the log-probs of the
+# distribution each token was drawn from. Every RL step also logs
+# `rollout/logp_gap_max`, the largest |log π_sample − log π_θ| over its completion tokens
+# (float rounding, ~1e-5, when all is well).
+
+# %% [markdown]
 # ## The real runs
 #
 # The `rl` stage logs the same names for every variant. When `dvc repro rl` has run, its

@@ -36,6 +36,11 @@
 # labelled "(paper)"), with intervals that include **seed variance**, and shows whether each
 # RL arm learns at all on held-out validation prompts.
 
+# %% [markdown]
+# Every RL number here comes from runs whose rollouts are sampled from the policy the loss
+# scores (notebook 06, "Rollouts are sampled from the policy the loss scores"); the runs
+# before that fix are gone from `results/`.
+
 # %% tags=["parameters"]
 profile = "tiny"
 fast = False

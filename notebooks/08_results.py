@@ -25,6 +25,10 @@
 # procedural objects, not the 3B model on ShapeNet; compare *patterns*, not magnitudes. The
 # last part draws our predictions in the reprojection view (notebook 01), as Figure 3 does.
 
+# %% [markdown]
+# The RL systems here are the on-policy runs (notebook 06, "Rollouts are sampled from the
+# policy the loss scores"); no number from the earlier, off-policy rollouts remains.
+
 # %% tags=["parameters"]
 profile = "tiny"
 fast = False
